@@ -1,0 +1,177 @@
+"""GroupedMixerModel: transforms + hyperprior + GroupedMixer entropy model + gain units.
+
+One checkpoint serves every rate point (per-channel gain units, interpolated between the trained
+lambdas) and every partition (the entropy model is partition-agnostic, trained on partitions
+drawn at random per batch).
+
+Coding runs the entropy side (h_s and the GroupedMixer) in float64 on a private copy: the
+decoder re-computes every distribution parameter on another float path (step by step, with or
+without the cache, other thread counts or devices), and float64 makes a flip of a CDF-table index
+between encoder and decoder vanishingly unlikely (see README, "Determinism").
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+
+from .config import GMConfig
+from .latent_codec import GroupedMixerLatentCodec, HyperpriorLatentCodec, group_sums
+from .partition import GroupPartition
+from .timing import StageTimer
+from .transforms import analysis_transform, synthesis_transform
+
+
+class GroupedMixerModel(nn.Module):
+    def __init__(self, cfg: GMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.g_a = analysis_transform(cfg)
+        self.g_s = synthesis_transform(cfg)
+        self.hyper = HyperpriorLatentCodec(cfg)
+        self.latent = GroupedMixerLatentCodec(cfg)
+        lam = torch.tensor(cfg.lambdas, dtype=torch.float32)
+        ref = lam[len(lam) // 2]
+        # High-rate theory: the best quantiser step scales as lambda^-1/2, so start there.
+        log_gain = 0.5 * torch.log(lam / ref)
+        self.log_gain = nn.Parameter(log_gain[:, None].repeat(1, cfg.M))
+        self.log_inv_gain = nn.Parameter(-log_gain[:, None].repeat(1, cfg.M))
+        self.log_hyper_gain = nn.Parameter(torch.zeros(len(lam), cfg.Z))
+        self.log_hyper_inv_gain = nn.Parameter(torch.zeros(len(lam), cfg.Z))
+        self._coding: nn.Module | None = None
+
+    # ------------------------------------------------------------------ rate points
+    @property
+    def num_rates(self) -> int:
+        return len(self.cfg.lambdas)
+
+    def lmbda(self, quality: torch.Tensor) -> torch.Tensor:
+        """Lambda at a (possibly fractional) quality, log-linearly interpolated."""
+        lam = torch.log(torch.tensor(self.cfg.lambdas, device=quality.device))
+        return torch.exp(self._interp(lam[:, None], quality)[:, 0])
+
+    def _interp(self, table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        q = quality.to(table.dtype).clamp(0, self.num_rates - 1)
+        lo = q.floor().long().clamp(max=self.num_rates - 2) if self.num_rates > 1 else q.long() * 0
+        t = (q - lo.to(q.dtype))[:, None]
+        hi = (lo + 1).clamp(max=self.num_rates - 1)
+        return table[lo] * (1 - t) + table[hi] * t
+
+    def gains(self, quality: torch.Tensor):
+        """exp-interpolated gains for each sample: (B, C, 1, 1) each."""
+        def g(p):
+            return torch.exp(self._interp(p, quality))[:, :, None, None]
+        return g(self.log_gain), g(self.log_inv_gain), g(self.log_hyper_gain), g(self.log_hyper_inv_gain)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, x, part: GroupPartition, quality: torch.Tensor):
+        gain, inv_gain, hgain, hinv = self.gains(quality)
+        y = self.g_a(x) * gain
+        psi, z_lik = self.hyper(y, hgain, hinv)
+        y_hat, y_lik = self.latent(y, psi, part)
+        x_hat = self.g_s(y_hat * inv_gain)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik},
+                "group_bits": group_sums(-torch.log2(y_lik), part)}
+
+    def aux_loss(self):
+        return self.hyper.entropy_bottleneck.loss()
+
+    # ------------------------------------------------------------------ coding
+    def update(self, force: bool = True) -> None:
+        """Rebuild the EntropyBottleneck's CDF tables (after training, before coding)."""
+        self.hyper.entropy_bottleneck.update(force=force)
+        self._coding = None
+
+    def coding_modules(self) -> nn.Module:
+        """float64 copies of the modules that compute distribution parameters."""
+        if self._coding is None:
+            m = nn.ModuleDict({"h_s": copy.deepcopy(self.hyper.h_s),
+                               "latent": copy.deepcopy(self.latent)}).double()
+            m.eval()
+            object.__setattr__(self, "_coding", m)
+        return self._coding
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) etc. must refresh the float64 copy
+        object.__setattr__(self, "_coding", None)
+        return super()._apply(fn, *args, **kwargs)
+
+    @torch.inference_mode()
+    def compress(self, x, part: GroupPartition, quality: float, want_attn: bool = False):
+        """x (1,3,H,W) in [0,1], H and W multiples of 64 -> strings and what the trace shows."""
+        timer = StageTimer(x.device)
+        q = torch.tensor([float(quality)], device=x.device)
+        gain, _, hgain, hinv = self.gains(q)
+        cm = self.coding_modules()
+        with timer.stage("analysis"):
+            y = self.g_a(x) * gain
+        with timer.stage("hyper"):
+            z_string, z_shape = self.hyper.compress(y, hgain)
+            z_hat = self.hyper.entropy_bottleneck.decompress([z_string], z_shape)
+            psi = cm["h_s"](z_hat.double() * hinv.double())
+        y_hat = torch.round(y).double()
+        with timer.stage("entropy_model+rans"):
+            strings, info = cm["latent"].compress(y_hat, psi, part, want_attn)
+        timer.stages["entropy_model"] = info["params_s"]
+        timer.stages["rans"] = sum(info["rans_step_s"])
+        del timer.stages["entropy_model+rans"]
+        return {"z_string": z_string, "z_shape": z_shape, "strings": strings,
+                "latent_shape": tuple(y.shape[-2:]), "y_hat": y_hat, "z_hat": z_hat, **info,
+                "timings": timer.stages}
+
+    @torch.inference_mode()
+    def decompress(self, z_string, z_shape, strings, latent_shape, part: GroupPartition,
+                   quality: float, use_cache: bool = True, want_attn: bool = False, on_step=None):
+        dev = next(self.parameters()).device
+        timer = StageTimer(dev)
+        q = torch.tensor([float(quality)], device=dev)
+        _, inv_gain, _, hinv = self.gains(q)
+        cm = self.coding_modules()
+        with timer.stage("hyper"):
+            z_hat = self.hyper.entropy_bottleneck.decompress([z_string], z_shape)
+            psi = cm["h_s"](z_hat.double() * hinv.double())
+        with timer.stage("entropy_model+rans"):
+            y_hat, info = cm["latent"].decompress(strings, psi, part, latent_shape, use_cache,
+                                                  want_attn, on_step=on_step)
+        timer.stages["entropy_model"] = sum(info["entropy_step_s"])
+        timer.stages["rans"] = sum(info["rans_step_s"])
+        del timer.stages["entropy_model+rans"]
+        with timer.stage("synthesis"):
+            x_hat = self.g_s(y_hat.float() * inv_gain).clamp_(0, 1)
+        return {"x_hat": x_hat, "y_hat": y_hat, **info, "timings": timer.stages}
+
+    @torch.inference_mode()
+    def synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        dev = next(self.parameters()).device
+        _, inv_gain, _, _ = self.gains(torch.tensor([float(quality)], device=dev))
+        return self.g_s(y_hat.float().to(dev) * inv_gain).clamp_(0, 1)
+
+
+def parameter_counts(model: GroupedMixerModel) -> dict[str, int]:
+    def n(m):
+        return sum(p.numel() for p in m.parameters())
+    mixer = model.latent.mixer
+    inner = sum(n(b) for b in mixer.blocks[0::2])
+    cross = sum(n(b) for b in mixer.blocks[1::2])
+    counts = {
+        "analysis (g_a)": n(model.g_a),
+        "synthesis (g_s)": n(model.g_s),
+        "hyper analysis (h_a)": n(model.hyper.h_a),
+        "entropy bottleneck (z)": n(model.hyper.entropy_bottleneck),
+        "hyper synthesis (h_s)": n(model.hyper.h_s),
+        "mixer embeddings + head": n(mixer) - inner - cross,
+        "inner-group mixers": inner,
+        "cross-group mixers": cross,
+        "gain units": model.log_gain.numel() * 2 + model.log_hyper_gain.numel() * 2,
+    }
+    counts["total"] = n(model)
+    return counts
+
+
+def bpp_of(likelihoods: dict, num_pixels: int) -> torch.Tensor:
+    """Estimated bits per pixel of each sample from the likelihoods."""
+    return sum((-torch.log2(lik)).flatten(1).sum(1) for lik in likelihoods.values()) / num_pixels
+
+
+__all__ = ["GroupedMixerModel", "parameter_counts", "bpp_of", "math"]

@@ -1,0 +1,239 @@
+"""Training: rate-distortion loss over random partitions and rate points; resumable; DDP-ready.
+
+Run ``python -m gm_core train --config tiny --data DIR --out RUN_DIR --minutes 60`` or under
+``torchrun --nproc_per_node=N`` (gloo on the CPU, nccl on CUDA): the same script.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, load_state, save_checkpoint
+from .config import get_config
+from .data import ImageBank, center_crops
+from .model import GroupedMixerModel, bpp_of
+from .partition import GroupPartition
+
+
+def partition_menu(M: int) -> list[GroupPartition]:
+    """What the shared checkpoint is trained to code: the app's menu and then some."""
+    slicings = [(M // k,) * k for k in (1, 2, 4, 8) if M % k == 0]
+    if M % 12 == 0:
+        slicings += [(M // 6, M // 6, M // 3, M // 3), (M // 12, M // 12, M // 6, M // 3, M // 3)]
+    out = []
+    for sl in slicings:
+        for grid in ((1, 1), (2, 2), (4, 4)):
+            for order in ("slice-major", "phase-major"):
+                if order == "phase-major" and (grid == (1, 1) or len(sl) == 1):
+                    continue
+                out.append(GroupPartition.build(M, slices=sl, grid=grid, order=order))
+    out.append(GroupPartition.build(M, slices=slicings[2] if len(slicings) > 2 else slicings[0],
+                                    grid=(2, 2), phases="raster"))
+    return out
+
+
+def rd_loss(out, x, lmbda, metric: str = "mse"):
+    B, _, H, W = x.shape
+    bpp = bpp_of(out["likelihoods"], H * W)
+    mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+    if metric == "ms-ssim":
+        from pytorch_msssim import ms_ssim
+        dist_term = 1 - ms_ssim(out["x_hat"].clamp(0, 1), x, data_range=1.0, size_average=False)
+    else:
+        dist_term = 255 ** 2 * mse
+    loss = (lmbda * dist_term + bpp).mean()
+    return loss, bpp.mean(), mse.mean()
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def validate(model: GroupedMixerModel, crops: torch.Tensor, part: GroupPartition, device) -> dict:
+    model.eval()
+    res = {}
+    for q in range(model.num_rates):
+        bpps, mses = [], []
+        for i in range(0, len(crops), 4):
+            x = crops[i:i + 4].to(device)
+            out = model(x, part, torch.full((len(x),), float(q), device=device))
+            bpps.append(bpp_of(out["likelihoods"], x.shape[-2] * x.shape[-1]))
+            mses.append((out["x_hat"].clamp(0, 1) - x).pow(2).flatten(1).mean(1))
+        bpp, mse = torch.cat(bpps).mean().item(), torch.cat(mses).mean().item()
+        res[q] = {"bpp": round(bpp, 4), "psnr": round(psnr(mse), 3)}
+    model.train()
+    return res
+
+
+def train(args) -> Path:
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = torch.device(args.device if args.device != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank = 0
+    if ddp:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "last.pt"
+
+    cfg = get_config(args.config)
+    if args.lmbda:
+        cfg = dataclasses.replace(cfg, lambdas=tuple(args.lmbda))
+    torch.manual_seed(args.seed + rank)
+    model = GroupedMixerModel(cfg).to(device)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(main_params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    step, elapsed_total = 0, 0.0
+    if state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        load_state(model, st["model"])
+        opt.load_state_dict(st["opt"])
+        aux_opt.load_state_dict(st["aux_opt"])
+        step, elapsed_total = st["step"], st["elapsed"]
+        if rank == 0:
+            print(f"resumed {state_path} at step {step} ({elapsed_total / 60:.1f} min trained)")
+    elif args.init:
+        init, _, meta = load_checkpoint(args.init)
+        if init.cfg != cfg:
+            raise SystemExit(f"--init {args.init} has config {init.cfg.name} with other sizes")
+        model.load_state_dict(init.state_dict())
+        step, elapsed_total = int(meta.get("steps", 0)), float(meta.get("train_minutes", 0)) * 60
+        if rank == 0:
+            print(f"initialised from {args.init} (step {step})")
+    for g in opt.param_groups:
+        g["lr"] = args.lr
+    model.to(device).train()
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+
+    bank = ImageBank(args.data, min_side=args.crop if not args.small_ok else 0)
+    gen = torch.Generator().manual_seed(args.seed * 1000 + rank * 7919 + step)
+    part_rng = random.Random(args.seed + step)  # same on every rank: DDP needs equal graphs
+    menu = partition_menu(cfg.M)
+    default_part = GroupPartition.parse(cfg.default_partition, cfg.M)
+    val_crops = center_crops(args.val, 256, limit=args.val_images) if (args.val and rank == 0) else None
+    log = open(out_dir / "log.jsonl", "a") if rank == 0 else None
+
+    budget = args.minutes * 60 if args.minutes else float("inf")
+    t_start = time.time()
+    last_save = t_start
+    bar = tqdm(total=args.steps or None, initial=step, disable=rank != 0 or args.quiet,
+               dynamic_ncols=True)
+    acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+
+    def save(final=False):
+        if rank != 0:
+            return
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                    "step": step, "elapsed": elapsed_total + time.time() - t_start,
+                    "config": cfg.to_dict()}, state_path.with_suffix(".tmp"))
+        os.replace(state_path.with_suffix(".tmp"), state_path)
+        meta = {"steps": step, "train_minutes": round((elapsed_total + time.time() - t_start) / 60, 1),
+                "data": str(args.data), "crop": args.crop, "batch": args.batch,
+                "metric": args.metric, "lambdas": list(cfg.lambdas)}
+        save_checkpoint(model, out_dir / "model.safetensors", meta)
+        model.train()
+
+    while True:
+        run_s = time.time() - t_start
+        stop = torch.tensor([float(run_s >= budget or bool(args.steps and step >= args.steps))])
+        if ddp:
+            dist.all_reduce(stop)
+        if stop.item() > 0:
+            break
+        # Warm-up from scratch, then constant; the last decay_frac of the budget anneals.
+        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        if budget < float("inf") and args.decay_frac > 0:
+            frac = (run_s / budget - (1 - args.decay_frac)) / args.decay_frac
+            if frac > 0:
+                lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+        part = default_part if part_rng.random() < args.default_prob else part_rng.choice(menu)
+        x = bank.batch(args.batch, args.crop, gen).to(device)
+        q = torch.randint(model.num_rates, (args.batch,), generator=gen).float().to(device)
+        out = net(x, part, q)
+        loss, bpp, mse = rd_loss(out, x, model.lmbda(q), args.metric)
+        aux = model.aux_loss()
+        opt.zero_grad(set_to_none=True)
+        aux_opt.zero_grad(set_to_none=True)
+        (loss + aux).backward()
+        torch.nn.utils.clip_grad_norm_(main_params, args.clip)
+        opt.step()
+        aux_opt.step()
+        step += 1
+        bar.update(1)
+        for k, v in (("loss", loss), ("bpp", bpp), ("mse", mse), ("aux", aux)):
+            acc[k] += float(v)
+        acc["n"] += 1
+        if rank == 0 and step % args.log_every == 0:
+            n = acc.pop("n")
+            rec = {k: round(v / n, 5) for k, v in acc.items()}
+            rec.update(step=step, lr=lr, psnr=round(psnr(rec["mse"]), 3),
+                       minutes=round((elapsed_total + time.time() - t_start) / 60, 2))
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=rec["loss"], bpp=rec["bpp"], psnr=rec["psnr"])
+            acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+        if rank == 0 and val_crops is not None and step % args.val_every == 0:
+            res = validate(model, val_crops, default_part, device)
+            log.write(json.dumps({"val": res, "step": step}) + "\n")
+            log.flush()
+            tqdm.write(f"step {step} val " + " ".join(f"q{q}:{r['bpp']:.3f}bpp/{r['psnr']:.2f}dB"
+                                                      for q, r in res.items()))
+        if time.time() - last_save > args.save_minutes * 60:
+            save()
+            last_save = time.time()
+    save(final=True)
+    bar.close()
+    if ddp:
+        dist.destroy_process_group()
+    return out_dir
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--lmbda", type=float, nargs="*", default=None,
+                   help="rate points (default: the config's variable-rate ladder)")
+    p.add_argument("--metric", choices=("mse", "ms-ssim"), default="mse")
+    p.add_argument("--data", default="../shared/data/train")
+    p.add_argument("--val", default="../shared/data/kodak", help="validation images ('' for none)")
+    p.add_argument("--val-images", type=int, default=12)
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--out", required=True)
+    p.add_argument("--init", default=None, help="start from a safetensors checkpoint")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this run")
+    p.add_argument("--steps", type=int, default=None, help="stop at this total step count")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--small-ok", action="store_true", help="upsample images smaller than the crop")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--decay-frac", type=float, default=0.15)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--default-prob", type=float, default=0.3,
+                   help="share of batches coded with the config's default partition")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save-minutes", type=float, default=10.0)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--quiet", action="store_true")
