@@ -1,0 +1,48 @@
+"""Decode a .gmx file: read its header, decode it with the loaded checkpoint, download the PNG."""
+from pathlib import Path
+
+import streamlit as st
+
+from app import pipeline as pl
+from app import ui
+from gm_core import analysis as an
+
+st.title("Decode a .gmx file")
+st.markdown("Upload a `.gmx` file made by this app (or `python -m gm_core compress`). It is "
+            "decoded with the checkpoint chosen in the sidebar; a file made with other weights is "
+            "refused with a message instead of decoding to garbage.")
+codec = ui.sidebar_model()
+if codec is None:
+    st.stop()
+
+up = st.file_uploader(f"A .gmx file (up to {pl.MAX_FILE_BYTES >> 20} MB)", type=["gmx"],
+                      key="gmx_upload")
+use_cache = st.toggle("Context cache", value=True, key="decode_cache",
+                      help="Same image either way; with the cache the entropy model runs faster.")
+if up is None:
+    st.info("Download a .gmx file from the 'Download' tab of the Compress page, then drop it here.")
+    st.stop()
+
+data = up.getvalue()
+with ui.guard(f"Decoding {up.name}"):
+    header = codec.read_header(data)
+    st.subheader("Header")
+    st.json(header.to_json(), expanded=False)
+    ui.explain("The header says which model made the file (its id must match the loaded "
+               "checkpoint), the image size, the rate point and the group partition: everything "
+               "the decoder needs besides the strings themselves.")
+    with st.spinner("Decoding..."):
+        img, trace = codec.decompress(data, use_cache=use_cache)
+    H, W = img.shape[:2]
+    c = st.columns(4)
+    c[0].metric("size", f"{len(data):,} B")
+    c[1].metric("bits per pixel", f"{len(data) * 8 / (H * W):.3f}")
+    c[2].metric("groups", trace.partition.num_groups)
+    c[3].metric("decode time", f"{sum(trace.timings.values()):.2f} s")
+    st.image(img, caption=f"decoded: {W}x{H}", width="stretch")
+    st.download_button("Download the decoded image (PNG)", pl.png_bytes(img),
+                       file_name=f"{Path(up.name).stem}_decoded.png", mime="image/png",
+                       key="decode_dl_png")
+    st.plotly_chart(an.group_bits_figure(trace), key="decode_bits", config={"displayModeBar": False})
+    ui.explain("The real length of each group's string in the file, in decoding order, with the "
+               "model's estimate (red) recomputed while decoding.")
