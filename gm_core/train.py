@@ -88,6 +88,7 @@ def train(args) -> Path:
             torch.cuda.set_device(device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # subnormals from GELU tails are slow and carry no signal
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "last.pt"
