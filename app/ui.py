@@ -44,7 +44,13 @@ def explain(text: str) -> None:
 # --------------------------------------------------------------------------- model
 @st.cache_resource(show_spinner="Loading the model (once per server)...", max_entries=4)
 def _load_codec(path: str, mtime: float, device: str) -> Codec:
-    return Codec.load(path, device)
+    codec = Codec.load(path, device)
+    # One small round trip both ways builds the CDF tables and the float64 copy and warms the
+    # kernels, so the first timings a user sees are not start-up costs.
+    data, _ = codec.compress(np.zeros((64, 64, 3), np.uint8), "kc=2,grid=2x2")
+    for cache in (True, False):
+        codec.decompress(data, use_cache=cache)
+    return codec
 
 
 def load_codec(path: Path, device: str) -> Codec:
@@ -188,7 +194,7 @@ def partition_summary(part: GroupPartition, M: int) -> None:
 
 def partition_picture(part: GroupPartition, latent_shape=(8, 8), key: str = "part_pic") -> None:
     from gm_core import analysis as an
-    st.plotly_chart(an.partition_figure(part, latent_shape, height=220), key=key,
+    st.plotly_chart(an.partition_figure(part, latent_shape, height=220), key=key, theme=None,
                     config={"displayModeBar": False})
     explain("An 8x8 corner of the latent grid (each cell is one latent position = a 16x16 pixel "
             "block). There is one panel per channel slice; the number in a cell is the decoding "

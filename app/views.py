@@ -13,6 +13,11 @@ from gm_core import analysis as an
 PLOT_CFG = {"displayModeBar": False}
 
 
+def chart(fig, key: str, where=st) -> None:
+    """A plotly figure with its own colours (Streamlit's theme would recolour the heat maps)."""
+    where.plotly_chart(fig, key=key, config=PLOT_CFG, theme=None)
+
+
 def _fmt_s(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
 
@@ -29,7 +34,8 @@ def render_result(res: pl.Result) -> None:
     c[3].metric("MS-SSIM", "n/a" if np.isnan(res.ms_ssim) else f"{res.ms_ssim:.4f}",
                 help="needs at least 161 pixels per side")
     c[4].metric("groups G", enc.partition.num_groups)
-    c[5].metric("encode + decode", f"{_fmt_s(res.wall['compress'])} + {_fmt_s(res.wall['decode'])}")
+    c[5].metric("encode / decode", f"{res.wall['compress']:.1f} / {res.wall['decode']:.1f} s",
+                help="wall-clock seconds of this run; the Latency tab has the details")
     if res.rec_other_equal is not None:
         (st.success if res.rec_other_equal else st.error)(
             "Decoding with the context cache on and off gave "
@@ -63,7 +69,7 @@ def render_result(res: pl.Result) -> None:
                   width="stretch")
     cols[-1].image(upscale(an.zoom_crop(colorize(err, emax), (cy / 100, cx / 100), size), factor),
                    caption="our error (same crop)", width="stretch")
-    e1, e2 = st.columns([2, 1])
+    e1, e2 = st.columns([1, 1])
     e1.image(colorize(err, emax), caption=f"error map: |original - decoded| averaged over RGB; "
              f"black = 0, white = {emax:.0f} or more (of 255)", width="stretch")
     with e2:
@@ -109,7 +115,7 @@ def render_bits(res: pl.Result) -> None:
     c[1].metric("z (side information)", f"{s['z_bits'] // 8:,} B")
     c[2].metric("y groups (real)", f"{s['y_bits'] // 8:,} B")
     c[3].metric("y groups (model's estimate)", f"{s['y_est_bits'] / 8:,.0f} B")
-    st.plotly_chart(an.group_bits_figure(enc), key="bits_groups", config=PLOT_CFG)
+    chart(an.group_bits_figure(enc), "bits_groups")
     explain("Each bar is the length of one group's rANS string in the file, in the order the "
             "decoder reads them; z is the hyperprior's side information, sent first. Red diamonds "
             "are what the entropy model expected to spend (-log2 of its probabilities). Early "
@@ -124,16 +130,17 @@ def render_bits(res: pl.Result) -> None:
 
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(an.split_figure(an.bits_by_slice(enc), "channels", "Bits by channel slice"),
-                        key="bits_slice", config=PLOT_CFG)
-        explain("The same real bits added up per channel slice. The first channels of the latent "
-                "carry most of the image's energy and take most of the bits.")
+        chart(an.split_figure(an.bits_by_slice(enc), "channels", "Bits by channel slice"),
+              "bits_slice")
+        explain("The same real bits added up per channel slice (slices can hold different numbers "
+                "of channels: compare the table's bits per element). In a well-trained model the "
+                "first channels carry most of the image's energy and most of the bits per channel.")
     with b:
-        st.plotly_chart(an.split_figure(an.bits_by_phase(enc), "phase",
-                                        "Bits by spatial phase (coding order)"),
-                        key="bits_phase", config=PLOT_CFG)
+        chart(an.split_figure(an.bits_by_phase(enc), "phase",
+                              "Bits by spatial phase (coding order)"), "bits_phase")
         explain("Added up per spatial phase (i, j), in the order the phases are first coded. The "
-                "first phase has no spatial neighbours decoded yet, so it usually costs the most.")
+                "first phase has no decoded spatial neighbours; if the model uses spatial context, "
+                "later phases cost less. Equal bars mean it gains little from neighbours (yet).")
 
     st.markdown("#### Where the bits go in the picture")
     G = enc.partition.num_groups
@@ -141,12 +148,11 @@ def render_bits(res: pl.Result) -> None:
                          format_func=lambda k: enc.partition.group_label(k))
     a, b, c3 = st.columns(3)
     with a:
-        st.plotly_chart(an.heatmap_figure(an.group_bit_map(enc, g), f"group {g} on its sub-lattice",
-                                          colorbar="bits"), key="bits_sub", config=PLOT_CFG)
+        chart(an.heatmap_figure(an.group_bit_map(enc, g), f"group {g} on its sub-lattice",
+                                colorbar="bits"), "bits_sub")
     with b:
-        st.plotly_chart(an.heatmap_figure(an.group_bit_map(enc, g, full=True),
-                                          f"group {g} on the full latent grid", colorbar="bits"),
-                        key="bits_full", config=PLOT_CFG)
+        chart(an.heatmap_figure(an.group_bit_map(enc, g, full=True),
+                                f"group {g} on the full latent grid", colorbar="bits"), "bits_full")
     with c3:
         total = an.total_bit_map(enc)
         heat = np.kron(total, np.ones((16, 16)))[: res.image.shape[0], : res.image.shape[1]]
@@ -167,15 +173,14 @@ def render_entropy(res: pl.Result) -> None:
     g = st.select_slider("group", list(range(G)), value=min(1, G - 1), key="ent_group",
                          format_func=lambda k: part.group_label(k))
     maps = an.group_param_maps(enc, g)
-    cols = st.columns(4)
+    cols = st.columns(2) + st.columns(2)
     specs = [("mean", "predicted mean (avg over channels)", "RdBu", 0),
              ("scale", "predicted scale (avg)", "Viridis", None),
              ("y_hat", "actual |y_hat| (avg)", "Viridis", None),
              ("bits", "bits (sum over channels)", "Inferno", None)]
     for col, (k, title, cs, zmid) in zip(cols, specs):
         with col:
-            st.plotly_chart(an.heatmap_figure(maps[k], title, cs, zmid=zmid, height=260),
-                            key=f"ent_{k}", config=PLOT_CFG)
+            chart(an.heatmap_figure(maps[k], title, cs, zmid=zmid, height=320), f"ent_{k}")
     explain("For every latent element the entropy model predicts a Gaussian: a mean (its best "
             "guess of the value) and a scale (how unsure it is). Small scale + good mean = few "
             "bits. Compare the scale map with the bits map: they look alike, because uncertainty "
@@ -187,26 +192,27 @@ def render_entropy(res: pl.Result) -> None:
     c = st.slider("channel", 0, M - 1, int(pc["est_bits"].idxmax()), key="ent_channel",
                   help="starts at the channel that costs the most bits")
     ch = an.latent_channel(enc, c)
-    cols = st.columns(5)
+    cols = st.columns(3) + st.columns(3)
     for col, (k, title, cs, zmid) in zip(cols, [
             ("y_hat", "y_hat (decoded value)", "RdBu", 0), ("mean", "predicted mean", "RdBu", 0),
             ("scale", "predicted scale", "Viridis", None), ("residual", "y_hat - mean", "RdBu", 0),
-            ("step", "decoding step", "Turbo", None)]):
+            ("bits", "bits", "Inferno", None), ("step", "decoding step", "Turbo", None)]):
         with col:
-            st.plotly_chart(an.heatmap_figure(ch[k], title, cs, zmid=zmid, height=240),
-                            key=f"ch_{k}", config=PLOT_CFG)
+            chart(an.heatmap_figure(ch[k], title, cs, zmid=zmid, height=280), f"ch_{k}")
     explain(f"Channel {c} of the {M}-channel latent over the whole image: the quantised value the "
             "synthesis transform receives, what the entropy model predicted for it, how unsure it "
             "was, what was left over (the residual is what the bits actually describe) and the step "
-            "at which each position was decoded. Many channels are almost all zero: they cost "
-            "nearly nothing.")
+            "at which each position was decoded. Channels that are almost all zero cost nearly "
+            "nothing.")
     import plotly.express as px
-    fig = px.bar(pc, x="channel", y="est_bits", color="slice", height=260,
+    fig = px.bar(pc.assign(slice=pc["slice"].astype(str)), x="channel", y="est_bits", color="slice",
+                 height=280,
                  title="estimated bits per channel", template="plotly_white")
     fig.update_layout(margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    st.plotly_chart(fig, key="ch_bits", config=PLOT_CFG)
-    explain("Bits per latent channel (model estimate), coloured by channel slice. A few channels "
-            "carry most of the information: the reason uneven slices (small ones first) help.")
+    chart(fig, "ch_bits_bar")
+    explain("Bits per latent channel (model estimate), coloured by channel slice. When a few "
+            "channels carry most of the information, small slices for them (uneven slices, "
+            "coded first) give the later channels the most context.")
 
 
 # --------------------------------------------------------------------------- attention
@@ -241,7 +247,7 @@ def render_attention(res: pl.Result) -> None:
                                 colorbar="weight", height=340)
         fig.add_scatter(x=[qc], y=[qr], mode="markers", showlegend=False,
                         marker={"symbol": "x", "size": 14, "color": "cyan"})
-        st.plotly_chart(fig, key="att_inner", config=PLOT_CFG)
+        chart(fig, "att_inner")
     with b:
         heat = an.grid_to_image(m, part, step, res.image.shape[:2])
         st.image(an.overlay(res.image, heat, alpha=0.65),
@@ -265,13 +271,12 @@ def render_attention(res: pl.Result) -> None:
     df = an.cross_attention_table(enc.attention, part, int(lc), (pr, pcol), qstep, "mean")
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(an.cross_attention_figure(df, qstep), key="att_cross", config=PLOT_CFG)
+        chart(an.cross_attention_figure(df, qstep), "att_cross")
     with b:
         mat = an.cross_attention_matrix(enc.attention, int(lc), (pr, pcol))
-        st.plotly_chart(an.heatmap_figure(np.where(np.tril(np.ones_like(mat)) > 0, mat, np.nan),
-                                          "all steps (row = query step, column = key step)",
-                                          "Inferno", colorbar="weight", height=300),
-                        key="att_cross_mat", config=PLOT_CFG)
+        chart(an.heatmap_figure(np.where(np.tril(np.ones_like(mat)) > 0, mat, np.nan),
+                                "all steps (row = query step, column = key step)",
+                                "Inferno", colorbar="weight", height=300), "att_cross_mat")
     explain("At one position, the token of each step may look back at the tokens of every earlier "
             "step (never ahead: that is what makes decoding possible). The token of step k carries "
             "the values decoded at step k-1, so a tall bar at step k means 'the group decoded just "
@@ -299,19 +304,16 @@ def render_latency(res: pl.Result) -> None:
         c[3].metric("whole-decode speed-up", f"{sp['decode_speedup']:.1f}x")
     else:
         st.info("Turn on 'compare cache on/off' before pressing Compress to see both decodes.")
-    a, b = st.columns([3, 2])
-    with a:
-        st.plotly_chart(an.latency_figure(df), key="lat_stages", config=PLOT_CFG)
-    with b:
-        st.dataframe(df, hide_index=True, column_config={
-            k: st.column_config.NumberColumn(format="%.3f") for k in df.columns[1:]})
+    chart(an.latency_figure(df), "lat_stages")
+    st.dataframe(df, hide_index=True, column_config={
+        k: st.column_config.NumberColumn(format="%.3f") for k in df.columns[1:]})
     explain("Seconds spent in each stage. The encoder computes every group's parameters in one "
             "pass (it knows the whole latent); the decoder must run the entropy model once per "
             "group, because each group's prediction needs the groups before it. Without the "
             "context cache, step g recomputes all steps 0..g; with it, step g only computes its "
             "own tokens and reuses the stored keys/values of earlier steps. Both decodes produce "
             "the same image from the same bytes.")
-    st.plotly_chart(an.step_latency_figure(an.step_table(decs)), key="lat_steps", config=PLOT_CFG)
+    chart(an.step_latency_figure(an.step_table(decs)), "lat_steps")
     explain("Entropy-model time of every decode step. With the cache each step costs about the "
             "same; without it, the cost grows with the step number (more steps to recompute).")
 
@@ -342,8 +344,7 @@ def render_progressive(res: pl.Result, codec) -> None:
         a.image(img, caption=f"after {k} of {G} groups" + (f" (last: {dec.partition.group_label(k - 1)})"
                 if k else ""), width="stretch")
         b.metric("bits read so far", f"{int(row['bits']):,}", help="header + z + groups 0..k-1")
-        b.metric("bpp so far", f"{row['bpp']:.3f}", f"{row['share_%']:.0f}% of the file",
-                 delta_color="off")
+        b.metric("bpp so far", f"{row['bpp']:.3f}", help=f"{row['share_%']:.0f}% of the file")
         b.metric("PSNR of this partial image", f"{classical.psnr(res.image, img):.2f} dB")
     import plotly.graph_objects as go
     fig = go.Figure()
@@ -352,7 +353,7 @@ def render_progressive(res: pl.Result, codec) -> None:
                     showlegend=False)
     fig.update_layout(xaxis_title="groups decoded", yaxis_title="bits per pixel read",
                       height=260, template="plotly_white", margin={"l": 10, "r": 10, "t": 20, "b": 10})
-    b.plotly_chart(fig, key="prog_bits", config=PLOT_CFG)
+    chart(fig, "prog_bits", b)
     explain("The decoder fills the latent group by group. Here the synthesis transform is run on "
             "what has been decoded after k groups, with the missing groups set to zero. The first "
             "groups already give a blurry, washed-out picture; each later group adds detail. This is "

@@ -20,9 +20,8 @@ from .partition import GroupPartition
 
 DOWNSAMPLE = 16  # pixels per latent position along each side (g_a downsamples by 16)
 STAGES = ("analysis", "hyper", "entropy_model", "rans", "synthesis")
-STAGE_LABELS = {"analysis": "analysis transform g_a", "hyper": "hyperprior (z, h_s)",
-                "entropy_model": "entropy model (GroupedMixer)", "rans": "rANS coding",
-                "synthesis": "synthesis transform g_s"}
+STAGE_LABELS = {"analysis": "analysis g_a", "hyper": "hyperprior z", "entropy_model": "entropy model",
+                "rans": "rANS", "synthesis": "synthesis g_s"}
 
 
 # --------------------------------------------------------------------------- geometry
@@ -568,6 +567,66 @@ def step_latency_figure(df: pd.DataFrame):
     fig.update_layout(xaxis_title="decode step", yaxis_title="entropy model seconds",
                       template="plotly_white", height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
+
+
+# --------------------------------------------------------------------------- partition sweeps
+def partition_sweep(codec, images: dict, partitions, quality: float | None = None,
+                    cache_off: bool = True, progress=None) -> pd.DataFrame:
+    """Code every image under every partition: one row per (partition, image).
+
+    images: {name: H x W x 3 uint8}; partitions: specs or ``GroupPartition``s. Each run is a real
+    compress, a decode with the context cache and (cache_off=True) one without it; the rate is the
+    file's bytes, the times are wall-clock seconds of one run plus the entropy-model share of each
+    decode. ``same_pixels`` says whether the cache-on and cache-off decodes agree bit for bit.
+    """
+    import time
+
+    from .classical import psnr as _psnr
+    rows = []
+    for part in partitions:
+        part = codec.partition(part)
+        for name, img in images.items():
+            if progress:
+                progress(part, name)
+            t0 = time.perf_counter()
+            data, enc = codec.compress(img, part, quality)
+            t1 = time.perf_counter()
+            rec, on = codec.decompress(data, use_cache=True)
+            t2 = time.perf_counter()
+            row = {"partition": part.to_spec(), "groups": part.num_groups, "image": name,
+                   "bytes": len(data), "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]),
+                   "psnr": _psnr(img, rec), "encode_s": t1 - t0, "decode_on_s": t2 - t1,
+                   "entropy_on_s": on.timings["entropy_model"]}
+            if cache_off:
+                rec_off, off = codec.decompress(data, use_cache=False)
+                row.update(decode_off_s=time.perf_counter() - t2,
+                           entropy_off_s=off.timings["entropy_model"],
+                           same_pixels=bool(np.array_equal(rec, rec_off)))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_summary(df: pd.DataFrame, baseline: str = "kc=1,grid=1x1") -> pd.DataFrame:
+    """Per partition, averaged over the images of a ``partition_sweep``, in the sweep's order.
+
+    rate_vs_baseline_%: mean over images of the per-image change in bytes against ``baseline``
+    (negative = smaller files); cache_speedup: entropy-model seconds without / with the cache,
+    next to expected_speedup = (G + 1) / 2, the ratio of the work.
+    """
+    order = list(dict.fromkeys(df["partition"]))
+    cols = [c for c in ("bpp", "psnr", "encode_s", "decode_on_s", "decode_off_s", "entropy_on_s",
+                        "entropy_off_s") if c in df]
+    out = df.groupby("partition", sort=False).agg(groups=("groups", "first"),
+                                                  **{c: (c, "mean") for c in cols})
+    if baseline in order:
+        base = df[df["partition"] == baseline].set_index("image")["bytes"]
+        rel = 100.0 * (df["bytes"] / df["image"].map(base).to_numpy() - 1)
+        out["rate_vs_baseline_%"] = rel.groupby(df["partition"], sort=False).mean()
+    if "entropy_off_s" in df:
+        out["cache_speedup"] = out["entropy_off_s"] / out["entropy_on_s"].clip(lower=1e-12)
+        out["expected_speedup"] = (out["groups"] + 1) / 2
+        out["same_pixels"] = df.groupby("partition", sort=False)["same_pixels"].all()
+    return out.loc[order].reset_index()
 
 
 __all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "np", "pd",

@@ -76,20 +76,20 @@ a, b, c = st.columns(3)
 lab = df.assign(label=df["partition"] + " (G=" + df["groups"].astype(str) + ")")
 fig = px.bar(lab, x="label", y="bpp", title="bits per pixel (lower is better)", height=360,
              template="plotly_white")
-a.plotly_chart(fig, key="abl_bpp")
+a.plotly_chart(fig, key="abl_bpp", theme=None)
 fig = px.bar(lab, x="label", y="psnr", title="PSNR dB (higher is better)", height=360,
              template="plotly_white")
 fig.update_yaxes(range=[max(0, df["psnr"].min() - 2), df["psnr"].max() + 1])
-b.plotly_chart(fig, key="abl_psnr")
+b.plotly_chart(fig, key="abl_psnr", theme=None)
 long = lab.melt(id_vars="label", value_vars=["decode_cache_on_s", "decode_cache_off_s"],
                 var_name="decode", value_name="seconds")
 fig = px.bar(long, x="label", y="seconds", color="decode", barmode="group",
              title="decode time, cache on vs off", height=360, template="plotly_white")
-c.plotly_chart(fig, key="abl_time")
+c.plotly_chart(fig, key="abl_time", theme=None)
 fig = px.scatter(lab, x="bpp", y="psnr", text="label", size="groups", title="rate vs quality",
                  template="plotly_white", height=380)
 fig.update_traces(textposition="top center")
-st.plotly_chart(fig, key="abl_rd")
+st.plotly_chart(fig, key="abl_rd", theme=None)
 ui.explain("Same photo, same rate point: partitions that give the entropy model more context "
            "usually need fewer bits for about the same PSNR (points to the left). The time chart "
            "shows the price: the decoder runs G steps, and without the cache step g redoes the "

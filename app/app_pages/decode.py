@@ -43,6 +43,7 @@ with ui.guard(f"Decoding {up.name}"):
     st.download_button("Download the decoded image (PNG)", pl.png_bytes(img),
                        file_name=f"{Path(up.name).stem}_decoded.png", mime="image/png",
                        key="decode_dl_png")
-    st.plotly_chart(an.group_bits_figure(trace), key="decode_bits", config={"displayModeBar": False})
+    st.plotly_chart(an.group_bits_figure(trace), key="decode_bits", theme=None,
+                    config={"displayModeBar": False})
     ui.explain("The real length of each group's string in the file, in decoding order, with the "
                "model's estimate (red) recomputed while decoding.")

@@ -29,6 +29,8 @@ with left:
         if min(img.shape[:2]) < 64:
             st.info("This image is smaller than 64 pixels on a side: it is padded to whole 64x64 "
                     "cells for coding, so the header and the padding dominate the file size.")
+    st.subheader("3. Compress")
+    compress_slot = st.empty()
     st.caption(f"Limits: files up to {pl.MAX_FILE_BYTES >> 20} MB; photos above "
                f"{pl.APP_MAX_PIXELS / 1e6:.2f} megapixels are downscaled; attention maps are traced "
                f"up to {pl.ATTN_MAX_TOKENS} latent positions.")
@@ -54,8 +56,10 @@ with right:
                              "Costs one more (slower) decode.")
 
 ready = picked is not None and part is not None
-clicked = st.button("Compress", type="primary", disabled=not ready, key="compress",
-                    icon=":material/compress:")
+clicked = compress_slot.button("Compress", type="primary", disabled=not ready, key="compress",
+                               icon=":material/compress:", width="stretch",
+                               help="Code the photo into a .gmx file with these settings, decode "
+                                    "it, and open the views below.")
 
 key = None
 if ready:

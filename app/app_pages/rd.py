@@ -53,7 +53,7 @@ pick = st.multiselect("Published curves to show", list(reference), default=list(
 with ui.guard("Drawing the curves"):
     fig = evaluate.rd_figure(ours, classical_res, {k: reference[k] for k in pick},
                              title="Kodak, PSNR (RGB) vs bits per pixel")
-    st.plotly_chart(fig, key="rd_fig")
+    st.plotly_chart(fig, key="rd_fig", theme=None)
 ui.explain("Thick lines: our checkpoint(s), real bitstreams, all 24 Kodak images. Dashed: JPEG, "
            "WebP and AVIF through Pillow on the same images. Dotted: published results of "
            "standard codecs (VTM is the VVC reference encoder, the state of the art among "
