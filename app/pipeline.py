@@ -76,17 +76,24 @@ def image_digest(img: np.ndarray) -> str:
 
 @dataclass
 class Result:
-    """Everything the result views show, from one press of Compress."""
+    """Everything the result views show, from one press of Compress.
+
+    The work comes in two phases so the page can show most views early: ``run_core`` (compress,
+    decode, PSNR/MS-SSIM) and then ``finish`` (the classical codecs and the second decode with
+    the other cache setting). ``classical`` is None and ``dec_other`` is None while pending.
+    """
     image: np.ndarray
     data: bytes  # the .gmx file
     enc: object  # encoder Trace (with attention when the image is small enough)
     dec: object  # decoder Trace of the primary decode (the user's cache setting)
     rec: np.ndarray  # the decoded image
-    dec_other: object | None  # the same bytes decoded with the other cache setting
-    rec_other_equal: bool | None  # cache on and off decode to the same pixels
     psnr: float
     ms_ssim: float
-    classical: list[dict] = field(default_factory=list)
+    want_compare: bool = True
+    want_classical: bool = True
+    dec_other: object | None = None  # the same bytes decoded with the other cache setting
+    rec_other_equal: bool | None = None  # cache on and off decode to the same pixels
+    classical: list[dict] | None = None
     wall: dict = field(default_factory=dict)  # seconds of each pipeline stage, as measured here
     key: tuple = ()
     notices: list[str] = field(default_factory=list)
@@ -99,14 +106,23 @@ class Result:
     def dec_off(self):
         return self.dec_other if self.dec.use_cache else self.dec
 
+    @property
+    def classical_pending(self) -> bool:
+        return self.want_classical and self.classical is None
 
-def run(codec: Codec, img: np.ndarray, partition: GroupPartition, quality: float,
-        use_cache: bool = True, compare_cache: bool = True, with_classical: bool = True,
-        progress=None) -> Result:
-    """Compress -> real .gmx bytes -> decode (twice when compare_cache) -> metrics and baselines.
+    @property
+    def compare_pending(self) -> bool:
+        return self.want_compare and self.dec_other is None
 
-    progress(message) is called before each stage (the app shows it in a status box).
-    """
+    @property
+    def pending(self) -> bool:
+        return self.classical_pending or self.compare_pending
+
+
+def run_core(codec: Codec, img: np.ndarray, partition: GroupPartition, quality: float,
+             use_cache: bool = True, compare_cache: bool = True, with_classical: bool = True,
+             progress=None) -> Result:
+    """Compress -> real .gmx bytes -> decode -> PSNR / MS-SSIM. progress(message) before each stage."""
     say = progress or (lambda msg: None)
     wall = {}
     H, W = img.shape[:2]
@@ -127,39 +143,68 @@ def run(codec: Codec, img: np.ndarray, partition: GroupPartition, quality: float
     rec, dec = codec.decompress(data, use_cache=use_cache)
     wall["decode"] = time.perf_counter() - t0
 
-    dec_other, equal = None, None
-    if compare_cache:
-        say(f"decoding again with the cache {'off' if use_cache else 'on'} to compare latency")
-        t0 = time.perf_counter()
-        rec2, dec_other = codec.decompress(data, use_cache=not use_cache)
-        wall["decode_other"] = time.perf_counter() - t0
-        equal = bool(np.array_equal(rec, rec2))
-
     say("measuring quality")
     t0 = time.perf_counter()
     psnr = classical.psnr(img, rec)
     mss = classical.ms_ssim(img, rec)
     wall["metrics"] = time.perf_counter() - t0
-
-    baselines = []
-    if with_classical:
-        bpp = len(data) * 8 / (H * W)
-        for name in CLASSICAL:
-            say(f"{name} at about {bpp:.3f} bpp")
-            t0 = time.perf_counter()
-            try:
-                r = classical.at_bpp(img, name, bpp)
-            except (OSError, KeyError, ValueError) as e:  # e.g. a Pillow built without AVIF
-                baselines.append({"codec": name, "error": str(e)})
-                continue
-            r["psnr"] = classical.psnr(img, r["image"])
-            r["ms_ssim"] = classical.ms_ssim(img, r["image"])
-            r["seconds"] = time.perf_counter() - t0
-            baselines.append(r)
-        wall["classical"] = sum(b.get("seconds", 0) for b in baselines)
-    return Result(image=img, data=data, enc=enc, dec=dec, rec=rec, dec_other=dec_other,
-                  rec_other_equal=equal, psnr=psnr, ms_ssim=mss, classical=baselines, wall=wall,
+    return Result(image=img, data=data, enc=enc, dec=dec, rec=rec, psnr=psnr, ms_ssim=mss,
+                  want_compare=compare_cache, want_classical=with_classical, wall=wall,
                   notices=notices)
+
+
+def add_classical(res: Result, progress=None) -> Result:
+    """JPEG, WebP and AVIF (Pillow) at the quality whose bpp lands closest to ours."""
+    img = res.image
+    H, W = img.shape[:2]
+    bpp = len(res.data) * 8 / (H * W)
+    baselines = []
+    for name in CLASSICAL:
+        if progress:
+            progress(f"{name} at about {bpp:.3f} bpp")
+        t0 = time.perf_counter()
+        try:
+            r = classical.at_bpp(img, name, bpp)
+        except (OSError, KeyError, ValueError) as e:  # e.g. a Pillow built without AVIF
+            baselines.append({"codec": name, "error": str(e)})
+            continue
+        r["psnr"] = classical.psnr(img, r["image"])
+        r["ms_ssim"] = classical.ms_ssim(img, r["image"])
+        r["seconds"] = time.perf_counter() - t0
+        baselines.append(r)
+    res.wall["classical"] = sum(b.get("seconds", 0) for b in baselines)
+    res.classical = baselines
+    return res
+
+
+def add_other_decode(codec: Codec, res: Result, progress=None) -> Result:
+    """Decode the same bytes with the other cache setting (latency comparison, same pixels)."""
+    other = not res.dec.use_cache
+    if progress:
+        progress(f"decoding again with the cache {'on' if other else 'off'} to compare latency")
+    t0 = time.perf_counter()
+    rec2, dec_other = codec.decompress(res.data, use_cache=other)
+    res.wall["decode_other"] = time.perf_counter() - t0
+    res.rec_other_equal = bool(np.array_equal(res.rec, rec2))
+    res.dec_other = dec_other
+    return res
+
+
+def finish(codec: Codec, res: Result, progress=None) -> Result:
+    """The second phase: whatever of the classical codecs and the second decode is pending."""
+    if res.classical_pending:
+        add_classical(res, progress)
+    if res.compare_pending:
+        add_other_decode(codec, res, progress)
+    return res
+
+
+def run(codec: Codec, img: np.ndarray, partition: GroupPartition, quality: float,
+        use_cache: bool = True, compare_cache: bool = True, with_classical: bool = True,
+        progress=None) -> Result:
+    """Both phases: everything the Compress button computes."""
+    res = run_core(codec, img, partition, quality, use_cache, compare_cache, with_classical, progress)
+    return finish(codec, res, progress)
 
 
 def decode_file(codec: Codec, data: bytes, use_cache: bool = True):

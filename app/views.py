@@ -36,10 +36,8 @@ def render_result(res: pl.Result) -> None:
     c[4].metric("groups G", enc.partition.num_groups)
     c[5].metric("encode / decode", f"{res.wall['compress']:.1f} / {res.wall['decode']:.1f} s",
                 help="wall-clock seconds of this run; the Latency tab has the details")
-    if res.rec_other_equal is not None:
-        (st.success if res.rec_other_equal else st.error)(
-            "Decoding with the context cache on and off gave "
-            + ("bit-identical images." if res.rec_other_equal else "DIFFERENT images: a bug."))
+    for n in res.notices:
+        st.info(n)
     explain("The photo was compressed to a real .gmx file, and that file was decoded again: the "
             "size and quality here are those of the actual bytes, not an estimate. Bits per pixel "
             "(bpp) is the file size per pixel; PSNR (higher is better, ~30 dB looks decent) and "
@@ -58,26 +56,30 @@ def render_result(res: pl.Result) -> None:
     size = z3.select_slider("crop size (pixels)", [32, 64, 96, 128, 192], value=96, key="zoom_size")
     err = an.error_map(res.image, res.rec)
     emax = max(float(np.percentile(err, 99.5)), 4.0)
-    crops = [("original", res.image), ("GroupedMixer", res.rec)]
-    for r in res.classical:
+    crops = [("original", res.image), ("GroupedMixer (ours)", res.rec)]
+    for r in res.classical or []:
         if "image" in r:
             crops.append((f"{r['codec']} q{r['quality']}", r["image"]))
     factor = max(1, 256 // size)
-    cols = st.columns(len(crops) + 1)
+    cols = st.columns(6)
     for col, (name, im) in zip(cols, crops):
         col.image(upscale(an.zoom_crop(im, (cy / 100, cx / 100), size), factor), caption=name,
                   width="stretch")
-    cols[-1].image(upscale(an.zoom_crop(colorize(err, emax), (cy / 100, cx / 100), size), factor),
-                   caption="our error (same crop)", width="stretch")
+    cols[len(crops)].image(upscale(an.zoom_crop(colorize(err, emax), (cy / 100, cx / 100), size),
+                                   factor), caption="our error (same crop)", width="stretch")
     e1, e2 = st.columns([1, 1])
     e1.image(colorize(err, emax), caption=f"error map: |original - decoded| averaged over RGB; "
              f"black = 0, white = {emax:.0f} or more (of 255)", width="stretch")
     with e2:
         explain("The zoomed crops show the same spot of the original, our decoding and the "
-                "classical codecs at about the same file size, enlarged so single pixels are "
-                "visible. The error map is bright where the decoded image differs most from the "
+                "classical codecs at about the same file size (once they have run), enlarged so "
+                "single pixels are visible. The error map is bright where the decoded image differs most from the "
                 "original: usually edges and fine texture, which cost the most bits to keep.")
 
+
+
+def render_classical(res: pl.Result) -> None:
+    enc = res.enc
     st.markdown("#### Classical codecs at about the same bpp")
     rows = [{"codec": "GroupedMixer (this model)", "setting": f"quality {enc.quality:g}",
              "bpp": enc.bpp, "bytes": len(res.data), "PSNR dB": res.psnr, "MS-SSIM": res.ms_ssim}]
@@ -102,8 +104,6 @@ def render_result(res: pl.Result) -> None:
             "size lands closest to ours, so the comparison is at (about) equal size. At equal bpp, "
             "the higher PSNR / MS-SSIM wins. A small, briefly trained model may lose to AVIF; the "
             "RD page shows the full curves.")
-    for n in res.notices:
-        st.info(n)
 
 
 # --------------------------------------------------------------------------- bits
@@ -177,7 +177,7 @@ def render_entropy(res: pl.Result) -> None:
     specs = [("mean", "predicted mean (avg over channels)", "RdBu", 0),
              ("scale", "predicted scale (avg)", "Viridis", None),
              ("y_hat", "actual |y_hat| (avg)", "Viridis", None),
-             ("bits", "bits (sum over channels)", "Inferno", None)]
+             ("bits", "bits (sum over channels)", "Plasma", None)]
     for col, (k, title, cs, zmid) in zip(cols, specs):
         with col:
             chart(an.heatmap_figure(maps[k], title, cs, zmid=zmid, height=320), f"ent_{k}")
@@ -196,7 +196,7 @@ def render_entropy(res: pl.Result) -> None:
     for col, (k, title, cs, zmid) in zip(cols, [
             ("y_hat", "y_hat (decoded value)", "RdBu", 0), ("mean", "predicted mean", "RdBu", 0),
             ("scale", "predicted scale", "Viridis", None), ("residual", "y_hat - mean", "RdBu", 0),
-            ("bits", "bits", "Inferno", None), ("step", "decoding step", "Turbo", None)]):
+            ("bits", "bits", "Plasma", None), ("step", "decoding step", "Turbo", None)]):
         with col:
             chart(an.heatmap_figure(ch[k], title, cs, zmid=zmid, height=280), f"ch_{k}")
     explain(f"Channel {c} of the {M}-channel latent over the whole image: the quantised value the "
@@ -243,7 +243,7 @@ def render_attention(res: pl.Result) -> None:
     m = an.inner_attention_map(enc.attention, int(li), step, (qr, qc), head)
     a, b = st.columns(2)
     with a:
-        fig = an.heatmap_figure(m, f"step {step} ({part.group_label(step)})", "Inferno",
+        fig = an.heatmap_figure(m, f"step {step} ({part.group_label(step)})", "Plasma",
                                 colorbar="weight", height=340)
         fig.add_scatter(x=[qc], y=[qr], mode="markers", showlegend=False,
                         marker={"symbol": "x", "size": 14, "color": "cyan"})
@@ -276,7 +276,7 @@ def render_attention(res: pl.Result) -> None:
         mat = an.cross_attention_matrix(enc.attention, int(lc), (pr, pcol))
         chart(an.heatmap_figure(np.where(np.tril(np.ones_like(mat)) > 0, mat, np.nan),
                                 "all steps (row = query step, column = key step)",
-                                "Inferno", colorbar="weight", height=300), "att_cross_mat")
+                                "Plasma", colorbar="weight", height=300), "att_cross_mat")
     explain("At one position, the token of each step may look back at the tokens of every earlier "
             "step (never ahead: that is what makes decoding possible). The token of step k carries "
             "the values decoded at step k-1, so a tall bar at step k means 'the group decoded just "
@@ -304,6 +304,10 @@ def render_latency(res: pl.Result) -> None:
         c[3].metric("whole-decode speed-up", f"{sp['decode_speedup']:.1f}x")
     else:
         st.info("Turn on 'compare cache on/off' before pressing Compress to see both decodes.")
+    if res.rec_other_equal is not None:
+        (st.success if res.rec_other_equal else st.error)(
+            "Decoding with the context cache on and off gave "
+            + ("bit-identical images." if res.rec_other_equal else "DIFFERENT images: a bug."))
     chart(an.latency_figure(df), "lat_stages")
     st.dataframe(df, hide_index=True, column_config={
         k: st.column_config.NumberColumn(format="%.3f") for k in df.columns[1:]})

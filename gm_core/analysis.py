@@ -538,10 +538,11 @@ def partition_figure(part: GroupPartition, latent_shape: tuple[int, int] = (8, 8
 
 def cross_attention_figure(df: pd.DataFrame, step: int):
     go = _go()
-    fig = go.Figure(go.Bar(x=[f"step {k}" for k in df["key_step"]], y=df["weight"],
+    fig = go.Figure(go.Bar(x=df["key_step"], y=df["weight"],
                            customdata=df["carries"], hovertemplate="%{customdata}<br>weight %{y:.3f}<extra></extra>"))
     fig.update_layout(title=f"Cross-group attention of step {step} over steps 0..{step}",
-                      yaxis_title="attention weight", template="plotly_white", height=300,
+                      yaxis_title="attention weight", xaxis_title="key step",
+                      template="plotly_white", height=300,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 

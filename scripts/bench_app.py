@@ -3,9 +3,10 @@
     .venv/bin/python scripts/bench_app.py [--image ../shared/data/kodak/kodim23.png] [--repeats 2]
                                           [--apptest] [--checkpoint PATH]
 
-"pipeline" runs what the Compress button runs (app.pipeline.run: compress with attention, decode
-with the cache, decode again without it, PSNR/MS-SSIM, JPEG/WebP/AVIF at the same bpp) and then
-every computation behind the default views (gm_core.analysis). With --apptest it also times the
+It runs what the Compress button runs (app.pipeline: compress with attention, decode with the
+cache, PSNR/MS-SSIM, JPEG/WebP/AVIF at the same bpp, every computation behind the default views
+(gm_core.analysis), then the second decode without the cache for the latency comparison, which
+the page shows last). With --apptest it also times the
 whole Streamlit script run after a click on Compress (Streamlit's AppTest: the real page code,
 rendering to protobufs, no browser). The model is loaded and warmed up once before timing, as the
 app does with st.cache_resource. The 1-minute load average is recorded: a training run in the
@@ -89,20 +90,28 @@ def main() -> None:
     runs = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        res = pl.run(codec, img, part, q, use_cache=True, compare_cache=True)
+        res = pl.run_core(codec, img, part, q, use_cache=True, compare_cache=True)
         t1 = time.perf_counter()
-        views_work(res, codec)
+        pl.add_classical(res)
+        views_work(res, codec)  # (the app shows these before the second decode)
         t2 = time.perf_counter()
-        runs.append({"pipeline_s": t1 - t0, "views_s": t2 - t1, "total_s": t2 - t0,
-                     "stages_s": {k: round(v, 3) for k, v in res.wall.items()}})
+        pl.add_other_decode(codec, res)
+        from gm_core import analysis as an
+        an.latency_figure(an.latency_table(res.enc, {"on": res.dec_on, "off": res.dec_off}))
+        t3 = time.perf_counter()
+        runs.append({"core_s": t1 - t0, "classical_and_views_s": t2 - t1,
+                     "second_decode_s": t3 - t2, "first_views_s": t2 - t0, "total_s": t3 - t0,
+                     "stages_s": {k: round(v, 3) for k, v in res.wall.items()},
+                     "cache_speedup_entropy": res.dec_off.timings["entropy_model"]
+                     / res.dec_on.timings["entropy_model"]})
     out = {"image": args.image, "size": f"{img.shape[1]}x{img.shape[0]}",
            "checkpoint": str(ckpt), "partition": part.to_spec(), "groups": part.num_groups,
            "quality": q, "bpp": res.enc.bpp, "threads": torch.get_num_threads(),
            "cpu_count": os.cpu_count(), "loadavg_1min": os.getloadavg()[0],
            "model_load_and_warmup_s": round(load_s, 3),
-           "click_to_views_s": round(statistics.median(r["total_s"] for r in runs), 3),
-           "click_to_views_without_cache_off_decode_s": round(statistics.median(
-               r["total_s"] - r["stages_s"].get("decode_other", 0) for r in runs), 3),
+           "click_to_all_views_s": round(statistics.median(r["total_s"] for r in runs), 3),
+           "click_to_views_before_second_decode_s": round(statistics.median(
+               r["first_views_s"] for r in runs), 3),
            "runs": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in runs]}
 

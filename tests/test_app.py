@@ -143,6 +143,17 @@ def test_settings_change_warns_until_compressed_again(compressed):
     assert "Settings or photo changed" not in texts(at)
 
 
+def test_decode_page_uses_the_last_run(compressed):
+    at = compressed
+    at.switch_page("app_pages/decode.py").run()
+    assert_clean(at)
+    at.checkbox(key="decode_last").check().run()
+    assert_clean(at)
+    assert len(at.image) == 1
+    res = at.session_state["result"]
+    assert any(m.label == "size" and m.value == f"{len(res.data):,} B" for m in at.metric)
+
+
 def test_partition_picker_paths(checkpoint, small_png):
     at = new_app()
     sl = at.selectbox(key="explore_slices")

@@ -19,12 +19,18 @@ up = st.file_uploader(f"A .gmx file (up to {pl.MAX_FILE_BYTES >> 20} MB)", type=
                       key="gmx_upload")
 use_cache = st.toggle("Context cache", value=True, key="decode_cache",
                       help="Same image either way; with the cache the entropy model runs faster.")
-if up is None:
+last = st.session_state.get("result")
+use_last = False
+if up is None and last is not None:
+    use_last = st.checkbox(f"Decode the .gmx from my last Compress run ({len(last.data):,} bytes)",
+                           key="decode_last")
+if up is None and not use_last:
     st.info("Download a .gmx file from the 'Download' tab of the Compress page, then drop it here.")
     st.stop()
 
-data = up.getvalue()
-with ui.guard(f"Decoding {up.name}"):
+data = up.getvalue() if up is not None else last.data
+fname = up.name if up is not None else f"{st.session_state.get('result_name', 'last_run')}.gmx"
+with ui.guard(f"Decoding {fname}"):
     header = codec.read_header(data)
     st.subheader("Header")
     st.json(header.to_json(), expanded=False)
@@ -41,7 +47,7 @@ with ui.guard(f"Decoding {up.name}"):
     c[3].metric("decode time", f"{sum(trace.timings.values()):.2f} s")
     st.image(img, caption=f"decoded: {W}x{H}", width="stretch")
     st.download_button("Download the decoded image (PNG)", pl.png_bytes(img),
-                       file_name=f"{Path(up.name).stem}_decoded.png", mime="image/png",
+                       file_name=f"{Path(fname).stem}_decoded.png", mime="image/png",
                        key="decode_dl_png")
     st.plotly_chart(an.group_bits_figure(trace), key="decode_bits", theme=None,
                     config={"displayModeBar": False})

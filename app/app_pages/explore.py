@@ -71,13 +71,14 @@ if clicked and ready:
     st.session_state.pop("_prog_cache", None)
     with ui.guard("Compressing"):
         with st.status("Compressing...", expanded=False) as status:
-            res = pl.run(codec, img, part, float(quality), use_cache=use_cache,
-                         compare_cache=compare, progress=lambda m: status.update(label=m))
+            res = pl.run_core(codec, img, part, float(quality), use_cache=use_cache,
+                              compare_cache=compare, progress=lambda m: status.update(label=m))
             res.key = key
             res.notices = notices + res.notices
             st.session_state["result"] = res
             st.session_state["result_name"] = Path(name).stem
-            status.update(label=f"Done in {sum(res.wall.values()):.1f} s", state="complete")
+            status.update(label=f"Compressed and decoded in {sum(res.wall.values()):.1f} s",
+                          state="complete")
 
 res = st.session_state.get("result")
 if res is None:
@@ -95,11 +96,46 @@ tabs = st.tabs(["Result", "Bit allocation", "Entropy parameters", "Attention", "
                 "Progressive decoding", "Download"])
 renders = [lambda: views.render_result(res), lambda: views.render_bits(res),
            lambda: views.render_entropy(res), lambda: views.render_attention(res),
-           lambda: views.render_latency(res), lambda: views.render_progressive(res, codec),
+           None, lambda: views.render_progressive(res, codec),
            lambda: views.render_downloads(res, st.session_state.get("result_name", "image"), codec)]
 names = ["the result", "bit allocation", "entropy parameters", "attention", "latency",
          "progressive decoding", "downloads"]
+slots = {}
 for tab, render, what in zip(tabs, renders, names):
     with tab:
-        with ui.guard(f"Showing {what}"):
-            render()
+        if render is not None:
+            with ui.guard(f"Showing {what}"):
+                render()
+        if what == "the result":
+            slots["classical"] = st.empty()
+        if what == "latency":
+            slots["latency"] = st.empty()
+
+# The second phase (classical codecs, the second decode) runs after the views above are on the
+# page, and fills its two places when done; it resumes on the next run if it was interrupted.
+if res.classical_pending:
+    slots["classical"].info("Running JPEG, WebP and AVIF at the same bpp...")
+else:
+    with slots["classical"].container(), ui.guard("Showing the classical codecs"):
+        views.render_classical(res)
+if res.compare_pending:
+    slots["latency"].info("Measuring the second decode (cache on vs off)...")
+else:
+    with slots["latency"].container(), ui.guard("Showing latency"):
+        views.render_latency(res)
+if res.pending:
+    done = False
+    with ui.guard("Running the comparisons"):
+        with st.spinner("Running the classical codecs and the second decode..."):
+            if res.classical_pending:
+                pl.add_classical(res)
+                with slots["classical"].container(), ui.guard("Showing the classical codecs"):
+                    views.render_classical(res)
+            if res.compare_pending:
+                pl.add_other_decode(codec, res)
+        done = True
+    if done:
+        st.rerun()  # once more with everything, so the zoom crops include the classical codecs
+    else:  # do not retry a failing comparison on every rerun
+        res.want_classical = res.want_classical and res.classical is not None
+        res.want_compare = res.want_compare and res.dec_other is not None
