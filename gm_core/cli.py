@@ -122,8 +122,9 @@ def build_parser():
     b.add_argument("--config", default="tiny")
     b.add_argument("--no-peers", action="store_true")
     _common(b)
-    from . import evaluate
+    from . import evaluate, train_bench
     evaluate.add_parsers(sub)
+    train_bench.add_parser(sub)
     return p
 
 
@@ -139,6 +140,10 @@ def main(argv=None) -> int:
         if args.cmd == "train":
             from .train import train
             train(args)
+            return 0
+        if args.cmd == "train-bench":
+            from .train_bench import main as tb_main
+            tb_main(args)
             return 0
         _setup(args)
         if args.cmd == "compress":

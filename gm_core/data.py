@@ -58,10 +58,14 @@ class ImageBank:
 
 
 def center_crops(folder: str | Path, size: int, limit: int | None = None) -> torch.Tensor:
-    ims = []
-    for p in list_images(folder)[:limit]:
-        im = load_rgb_uint8(p)
+    """Square centre crops, shrunk to the smallest image and to a multiple of 64 (whole grids)."""
+    ims = [load_rgb_uint8(p) for p in list_images(folder)[:limit]]
+    size = min([size] + [min(im.shape[1:]) for im in ims]) // 64 * 64
+    if size == 0:
+        raise ValueError(f"validation images in {folder} are smaller than 64 px")
+    out = []
+    for im in ims:
         _, H, W = im.shape
         t, l = (H - size) // 2, (W - size) // 2
-        ims.append(im[:, t:t + size, l:l + size])
-    return torch.stack(ims).float().div_(255)
+        out.append(im[:, t:t + size, l:l + size])
+    return torch.stack(out).float().div_(255)

@@ -210,6 +210,13 @@ def train(args) -> Path:
     return out_dir
 
 
+def build_parser():
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m gm_core train")
+    add_arguments(p)
+    return p
+
+
 def add_arguments(p) -> None:
     p.add_argument("--config", default="tiny")
     p.add_argument("--lmbda", type=float, nargs="*", default=None,

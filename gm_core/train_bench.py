@@ -1,0 +1,106 @@
+"""Training benchmark: train from scratch for a fixed budget, then measure on Kodak for real.
+
+``python -m gm_core train-bench --minutes 60 --recipe NAME`` writes
+``benchmarks/train/NAME.json`` with the recipe, the training curve summary, bpp and PSNR per rate
+point from real bitstreams, and the PSNR gap to Pillow's JPEG at the same bpp, so recipes can be
+compared at equal compute and the history of what helped stays in the repo.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import train as train_mod
+from .data import list_images
+from .evaluate import classical_results
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "train"
+CLASSICAL_CACHE = Path(__file__).resolve().parent.parent / "assets" / "results" / "kodak_classical.json"
+
+
+def jpeg_psnr_at(bpp: float, jpeg: dict) -> float:
+    """Pillow JPEG's PSNR at ``bpp``, interpolated in log-rate along its quality sweep."""
+    b = np.asarray(jpeg["results"]["bpp"])
+    p = np.asarray(jpeg["results"]["psnr-rgb"])
+    order = np.argsort(b)
+    return float(np.interp(np.log(bpp), np.log(b[order]), p[order]))
+
+
+def run_train_bench(args) -> dict:
+    from .codec import Codec
+    from .evaluate import evaluate
+    out_dir = Path(args.out or (Path("runs") / f"bench_{args.recipe}"))
+    if (out_dir / "last.pt").exists() and not args.resume:
+        raise SystemExit(f"{out_dir} already holds a run; pick another --out or pass --resume")
+    targs = train_mod.build_parser().parse_args(
+        ["--out", str(out_dir), "--config", args.config, "--minutes", str(args.minutes),
+         "--quiet", "--val", ""] + args.train_args)
+    t0 = time.time()
+    train_mod.train(targs)
+    train_s = time.time() - t0
+    codec = Codec.load(out_dir / "model.safetensors")
+    meta = codec.meta
+    images = list_images(args.images)[:args.limit]
+    qualities = list(range(codec.model.num_rates))
+    res = evaluate(codec, images, qualities, progress=False)
+    if args.images == str(DEFAULT_KODAK) and CLASSICAL_CACHE.is_file() and args.limit is None:
+        jpeg = json.loads(CLASSICAL_CACHE.read_text())["JPEG"]
+    else:
+        jpeg = classical_results(images, codecs=("JPEG",), progress=False)["JPEG"]
+    points = []
+    for q, b, p in zip(qualities, res["results"]["bpp"], res["results"]["psnr-rgb"]):
+        j = jpeg_psnr_at(b, jpeg)
+        points.append({"quality": q, "bpp": round(b, 4), "psnr": round(p, 3),
+                       "jpeg_psnr_at_bpp": round(j, 3), "gap_to_jpeg_db": round(p - j, 3)})
+    log = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in log if "loss" in r]
+    report = {
+        "recipe": args.recipe, "config": args.config, "budget_minutes": args.minutes,
+        "train_args": " ".join(args.train_args), "train_seconds": round(train_s, 1),
+        "steps": meta["steps"],
+        "final_train_loss": steps[-1]["loss"] if steps else None,
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "eval_images": len(images), "points": points, "meta": meta,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    mid = points[len(points) // 2]
+    report["middle_point_gap_to_jpeg_db"] = mid["gap_to_jpeg_db"]
+    return report
+
+
+DEFAULT_KODAK = "../shared/data/kodak"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train-bench", help="train from scratch for a budget, then measure on Kodak",
+                       description="Any option after -- goes to `train` (e.g. -- --lr 1e-3 --batch 16).")
+    p.add_argument("--recipe", required=True, help="a name for this recipe (file name of the JSON)")
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--images", default=DEFAULT_KODAK)
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--out", default=None, help="run folder (default runs/bench_RECIPE)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--json", default=None, help="report path (default benchmarks/train/RECIPE.json)")
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
+
+
+def main(args) -> None:
+    if args.train_args and args.train_args[0] == "--":
+        args.train_args = args.train_args[1:]
+    report = run_train_bench(args)
+    path = Path(args.json) if args.json else BENCH_DIR / f"{args.recipe}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(f"{report['recipe']}: {report['steps']} steps in {report['train_seconds'] / 60:.1f} min")
+    for pt in report["points"]:
+        print(f"  q{pt['quality']}: {pt['bpp']:.3f} bpp {pt['psnr']:.2f} dB "
+              f"(JPEG at that rate {pt['jpeg_psnr_at_bpp']:.2f} dB, gap {pt['gap_to_jpeg_db']:+.2f} dB)")
+    print(f"wrote {path}")

@@ -1,0 +1,75 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gm_core.train import partition_menu
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, kodak_image):
+    d = tmp_path_factory.mktemp("data")
+    for i, (t, l) in enumerate(((0, 0), (200, 300), (300, 500))):
+        Image.fromarray(np.ascontiguousarray(kodak_image[t:t + 160, l:l + 192])).save(d / f"im{i}.png")
+    return d
+
+
+def _run(args, cwd):
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_partition_menu_covers_the_app_menu():
+    specs = {p.to_spec() for p in partition_menu(192)}
+    for s in ("kc=1,grid=1x1", "kc=4,grid=2x2", "kc=8,grid=4x4", "slices=32+32+64+64,grid=2x2",
+              "slices=16+16+32+64+64,grid=4x4", "kc=4,grid=2x2,order=phase-major"):
+        assert s in specs
+
+
+def test_train_resume_and_loss_is_finite(tmp_path, tiny_data):
+    out = tmp_path / "run"
+    common = ["-m", "gm_core", "train", "--out", str(out), "--data", str(tiny_data), "--val", str(tiny_data),
+              "--val-images", "1", "--val-every", "2", "--batch", "2", "--crop", "64", "--log-every", "1",
+              "--quiet", "--threads", "1"]
+    _run(common + ["--steps", "2"], ROOT)
+    st = torch.load(out / "last.pt", weights_only=True)
+    assert st["step"] == 2
+    _run(common + ["--steps", "4"], ROOT)  # resumes at 2
+    st = torch.load(out / "last.pt", weights_only=True)
+    assert st["step"] == 4
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert all(np.isfinite(losses))
+    assert any("val" in r for r in log)
+    from gm_core.checkpoint import read_metadata
+    assert read_metadata(out / "model.safetensors")["meta"]["steps"] == 4
+
+
+def test_torchrun_two_gloo_processes(tmp_path, tiny_data):
+    out = tmp_path / "ddp"
+    _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "gm_core", "train",
+          "--out", str(out), "--data", str(tiny_data), "--val", "", "--batch", "1", "--crop", "64",
+          "--steps", "2", "--quiet", "--threads", "1", "--log-every", "1"], ROOT)
+    st = torch.load(out / "last.pt", weights_only=True)
+    assert st["step"] == 2
+
+
+def test_train_bench_writes_its_report(tmp_path, tiny_data):
+    report = tmp_path / "r.json"
+    _run(["-m", "gm_core", "train-bench", "--recipe", "smoke", "--minutes", "0.05", "--images", str(tiny_data),
+          "--limit", "1", "--out", str(tmp_path / "tb"), "--json", str(report), "--",
+          "--data", str(tiny_data), "--batch", "2", "--crop", "64", "--threads", "1"], ROOT)
+    r = json.loads(report.read_text())
+    assert r["recipe"] == "smoke" and r["steps"] >= 1
+    assert len(r["points"]) == 6
+    for p in r["points"]:
+        assert p["bpp"] > 0 and np.isfinite(p["gap_to_jpeg_db"])
