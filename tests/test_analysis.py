@@ -204,3 +204,26 @@ def test_figures(coded):
     assert len(an.group_bits_figure(enc).data) == 3
     assert an.heatmap_figure(an.total_bit_map(enc), "bits").data[0].z.shape == enc.latent_shape
     assert len(an.split_figure(an.bits_by_slice(enc), "channels", "x").data) == 1
+
+
+def test_partition_sweep_and_summary(scaled_codec, crop):
+    imgs = {"a": np.ascontiguousarray(crop[:64, :64]), "b": np.ascontiguousarray(crop[64:128, :64])}
+    parts = ["g1", "kc=2,grid=2x2"]
+    df = an.partition_sweep(scaled_codec, imgs, parts, quality=2.0)
+    assert len(df) == 4 and list(df["partition"].unique()) == ["kc=1,grid=1x1", "kc=2,grid=2x2"]
+    assert df["same_pixels"].all()
+    data, _ = scaled_codec.compress(imgs["b"], "kc=2,grid=2x2", 2.0)
+    row = df[(df["image"] == "b") & (df["groups"] == 8)].iloc[0]
+    assert row["bytes"] == len(data) and np.isclose(row["bpp"], len(data) * 8 / 64 ** 2)
+    assert 8 * row["header_bytes"] + row["z_bits"] + row["y_bits"] == 8 * len(data)
+    # zero-centred rounding: the partition changes the rate, never the decoded image
+    assert df.groupby("image")["psnr"].nunique().eq(1).all()
+    s = an.sweep_summary(df)
+    assert list(s["partition"]) == ["kc=1,grid=1x1", "kc=2,grid=2x2"]
+    assert s.loc[0, "rate_vs_baseline_%"] == 0 and list(s["expected_speedup"]) == [1.0, 4.5]
+    assert s.loc[0, "model_rate_vs_baseline_%"] == 0 and np.isfinite(s.loc[1, "model_rate_vs_baseline_%"])
+    b = df.set_index(["partition", "image"])["bytes"]
+    want = np.mean([100 * (b[("kc=2,grid=2x2", k)] / b[("kc=1,grid=1x1", k)] - 1) for k in imgs])
+    assert np.isclose(s.loc[1, "rate_vs_baseline_%"], want)
+    quick = an.partition_sweep(scaled_codec, {"a": imgs["a"]}, parts[:1], 2.0, cache_off=False)
+    assert "decode_off_s" not in quick and "cache_speedup" not in an.sweep_summary(quick)
