@@ -57,23 +57,20 @@ def render_result(res: pl.Result) -> None:
     err = an.error_map(res.image, res.rec)
     emax = max(float(np.percentile(err, 99.5)), 4.0)
     crops = [("original", res.image), ("GroupedMixer (ours)", res.rec)]
-    for r in res.classical or []:
-        if "image" in r:
-            crops.append((f"{r['codec']} q{r['quality']}", r["image"]))
     factor = max(1, 256 // size)
-    cols = st.columns(6)
+    cols = st.columns(5)
     for col, (name, im) in zip(cols, crops):
         col.image(upscale(an.zoom_crop(im, (cy / 100, cx / 100), size), factor), caption=name,
                   width="stretch")
-    cols[len(crops)].image(upscale(an.zoom_crop(colorize(err, emax), (cy / 100, cx / 100), size),
-                                   factor), caption="our error (same crop)", width="stretch")
+    cols[2].image(upscale(an.zoom_crop(colorize(err, emax), (cy / 100, cx / 100), size), factor),
+                  caption="our error (same crop)", width="stretch")
     e1, e2 = st.columns([1, 1])
     e1.image(colorize(err, emax), caption=f"error map: |original - decoded| averaged over RGB; "
              f"black = 0, white = {emax:.0f} or more (of 255)", width="stretch")
     with e2:
-        explain("The zoomed crops show the same spot of the original, our decoding and the "
-                "classical codecs at about the same file size (once they have run), enlarged so "
-                "single pixels are visible. The error map is bright where the decoded image differs most from the "
+        explain("The zoomed crops show the same spot of the original and of our decoding, "
+                "enlarged so single pixels are visible (the classical codecs' crops of the same "
+                "spot are below their table). The error map is bright where the decoded image differs most from the "
                 "original: usually edges and fine texture, which cost the most bits to keep.")
 
 
@@ -94,16 +91,26 @@ def render_classical(res: pl.Result) -> None:
         "bpp": st.column_config.NumberColumn(format="%.3f"),
         "PSNR dB": st.column_config.NumberColumn(format="%.2f"),
         "MS-SSIM": st.column_config.NumberColumn(format="%.4f")})
-    if res.classical:
-        cols = st.columns(len(res.classical))
-        for col, r in zip(cols, res.classical):
-            if "image" in r:
-                col.image(r["image"], caption=f"{r['codec']} q{r['quality']}: {r['bpp']:.3f} bpp, "
-                          f"{r['psnr']:.2f} dB", width="stretch")
+    ok = [r for r in res.classical if "image" in r]
+    if ok:
+        cy = st.session_state.get("zoom_y", 50) / 100
+        cx = st.session_state.get("zoom_x", 50) / 100
+        size = st.session_state.get("zoom_size", 96)
+        factor = max(1, 256 // size)
+        cols = st.columns(5)
+        for col, (name, im) in zip(cols, [("original", res.image), ("GroupedMixer (ours)", res.rec)]
+                                   + [(f"{r['codec']} q{r['quality']}: {r['bpp']:.3f} bpp, "
+                                       f"{r['psnr']:.2f} dB", r["image"]) for r in ok]):
+            col.image(upscale(an.zoom_crop(im, (cy, cx), size), factor), caption=name,
+                      width="stretch")
+        with st.expander("the classical codecs' full images"):
+            cols = st.columns(len(ok))
+            for col, r in zip(cols, ok):
+                col.image(r["image"], caption=f"{r['codec']} quality {r['quality']}", width="stretch")
     explain("JPEG, WebP and AVIF (through Pillow) were each run at the quality setting whose file "
             "size lands closest to ours, so the comparison is at (about) equal size. At equal bpp, "
-            "the higher PSNR / MS-SSIM wins. A small, briefly trained model may lose to AVIF; the "
-            "RD page shows the full curves.")
+            "the higher PSNR / MS-SSIM wins. The crops show the same spot as the zoom above. A "
+            "small, briefly trained model may lose to AVIF; the RD page shows the full curves.")
 
 
 # --------------------------------------------------------------------------- bits

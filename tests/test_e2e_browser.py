@@ -5,6 +5,7 @@ Skipped only when /usr/bin/chromium is absent (`.ci/run` and `scripts/setup.sh -
 install it with apt-get); Playwright's own browser download cannot work on these machines.
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -103,6 +104,9 @@ def test_upload_compress_and_see_the_charts(server, browser, tmp_path, kodak_ima
     page.get_by_text("bits per pixel").first.wait_for()
     page.get_by_role("tab", name="Bit allocation").wait_for()
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4")
+    # the second phase: classical codecs and the cache-off decode, then one more render
+    page.get_by_text("Running the classical codecs").first.wait_for(state="detached")
+    page.get_by_text(re.compile(r"^JPEG q\d+: ")).first.wait_for()
     _no_errors(page)
     shot = tmp_path / "result.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -133,9 +133,9 @@ if res.pending:
                     views.render_classical(res)
             if res.compare_pending:
                 pl.add_other_decode(codec, res)
+                with slots["latency"].container(), ui.guard("Showing latency"):
+                    views.render_latency(res)
         done = True
-    if done:
-        st.rerun()  # once more with everything, so the zoom crops include the classical codecs
-    else:  # do not retry a failing comparison on every rerun
+    if not done:  # do not retry a failing comparison on every rerun
         res.want_classical = res.want_classical and res.classical is not None
         res.want_compare = res.want_compare and res.dec_other is not None
