@@ -374,12 +374,13 @@ def render_progressive(res: pl.Result, codec) -> None:
 # --------------------------------------------------------------------------- downloads
 def render_downloads(res: pl.Result, stem: str, codec) -> None:
     a, b = st.columns(2)
-    a.download_button("Download the .gmx file", res.data, file_name=f"{stem}.gmx",
+    a.download_button(f"Download the .gmx file ({len(res.data):,} bytes)", res.data, file_name=f"{stem}.gmx",
                       mime="application/octet-stream", key="dl_gmx", icon=":material/download:")
     b.download_button("Download the reconstruction (PNG)", pl.png_bytes(res.rec),
                       file_name=f"{stem}_decoded.png", mime="image/png", key="dl_png",
                       icon=":material/image:")
-    st.json(codec.read_header(res.data).to_json(), expanded=False)
+    st.markdown("**The file's header** (what the decoder reads first)")
+    st.json(codec.read_header(res.data).to_json(), expanded=1)
     explain("The .gmx file is the compressed image: a small header (model id, image size, rate "
             "point and partition), the hyperprior string z and one rANS string per group, "
             "protected by a checksum. Decode it on the 'Decode a .gmx' page with the same "

@@ -57,7 +57,7 @@ def main() -> None:
                 page.screenshot(path=str(out / "01_start.png"), clip={"x": 0, "y": 0, "width": args.width, "height": 1000})
                 page.get_by_role("button", name="Compress").click()
                 page.get_by_role("tab", name="Bit allocation").wait_for()
-                page.get_by_text("Running the classical codecs").first.wait_for(state="detached")
+                page.get_by_text("whole-decode speed-up").first.wait_for(state="attached")
                 page.get_by_text(re.compile(r"^JPEG q\d+: ")).first.wait_for()
                 page.wait_for_timeout(2500)
                 for k, tab in enumerate(TABS):

@@ -53,9 +53,6 @@ def views_work(res, codec) -> None:
         an.overlay(res.image, an.grid_to_image(m, enc.partition, min(1, G - 1), res.image.shape[:2]))
         an.cross_attention_figure(an.cross_attention_table(enc.attention, enc.partition, 1, (0, 0), G - 1), G - 1)
         an.cross_attention_matrix(enc.attention, 1, (0, 0))
-    decs = {"on": res.dec_on, "off": res.dec_off}
-    an.latency_figure(an.latency_table(enc, decs))
-    an.step_latency_figure(an.step_table(decs))
     an.cumulative_bits(res.dec)
 
 
@@ -97,7 +94,9 @@ def main() -> None:
         t2 = time.perf_counter()
         pl.add_other_decode(codec, res)
         from gm_core import analysis as an
-        an.latency_figure(an.latency_table(res.enc, {"on": res.dec_on, "off": res.dec_off}))
+        decs = {"on": res.dec_on, "off": res.dec_off}
+        an.latency_figure(an.latency_table(res.enc, decs))
+        an.step_latency_figure(an.step_table(decs))
         t3 = time.perf_counter()
         runs.append({"core_s": t1 - t0, "classical_and_views_s": t2 - t1,
                      "second_decode_s": t3 - t2, "first_views_s": t2 - t0, "total_s": t3 - t0,

@@ -105,7 +105,7 @@ def test_upload_compress_and_see_the_charts(server, browser, tmp_path, kodak_ima
     page.get_by_role("tab", name="Bit allocation").wait_for()
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4")
     # the second phase: classical codecs and the cache-off decode, then one more render
-    page.get_by_text("Running the classical codecs").first.wait_for(state="detached")
+    page.get_by_text("whole-decode speed-up").first.wait_for(state="attached")
     page.get_by_text(re.compile(r"^JPEG q\d+: ")).first.wait_for()
     _no_errors(page)
     shot = tmp_path / "result.png"

@@ -33,7 +33,7 @@ fname = up.name if up is not None else f"{st.session_state.get('result_name', 'l
 with ui.guard(f"Decoding {fname}"):
     header = codec.read_header(data)
     st.subheader("Header")
-    st.json(header.to_json(), expanded=False)
+    st.json(header.to_json(), expanded=1)
     ui.explain("The header says which model made the file (its id must match the loaded "
                "checkpoint), the image size, the rate point and the group partition: everything "
                "the decoder needs besides the strings themselves.")
