@@ -152,9 +152,16 @@ def train(args) -> Path:
         save_checkpoint(model, out_dir / "model.safetensors", meta)
         model.train()
 
+    # SIGTERM/SIGINT end the run cleanly at the next step, with a checkpoint.
+    import signal
+    interrupted = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: interrupted.append(True))
+
     while True:
         run_s = time.time() - t_start
-        stop = torch.tensor([float(run_s >= budget or bool(args.steps and step >= args.steps))])
+        stop = torch.tensor([float(run_s >= budget or bool(args.steps and step >= args.steps)
+                                   or bool(interrupted))])
         if ddp:
             dist.all_reduce(stop)
         if stop.item() > 0:
