@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from . import container
 from .checkpoint import load_checkpoint
 from .container import ContainerError, Header
-from .entropy_coding import gaussian_likelihood
+from .entropy_coding import gaussian_likelihood, padded
 from .latent_codec import group_sums
 from .model import GroupedMixerModel
 from .partition import GroupPartition
@@ -173,7 +173,8 @@ class Codec:
         latent_shape = (Hp // 16, Wp // 16)
         z_shape = (Hp // 64, Wp // 64)
         try:
-            dec = self.model.decompress(z_string, z_shape, strings, latent_shape, part,
+            z_padded = padded(z_string, self.cfg.Z * z_shape[0] * z_shape[1])  # see padded()
+            dec = self.model.decompress(z_padded, z_shape, strings, latent_shape, part,
                                         header.quality, use_cache, want_attn, on_step)
         except (RuntimeError, ValueError, IndexError) as e:  # a damaged string that passed the CRC
             raise ContainerError(f"the stream could not be entropy-decoded ({e})") from None

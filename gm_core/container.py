@@ -23,6 +23,8 @@ _ORDERS = [("slice-major", "bayer"), ("phase-major", "bayer"), ("slice-major", "
            ("phase-major", "raster")]
 MAX_GROUPS = 4096
 MAX_SIDE = 1 << 16
+MAX_GRID = 8  # GroupPartition's limit per side, checked before a partition is built
+MAX_PIXELS = 4096 * 4096  # as images.MAX_PIXELS: a header cannot ask the decoder for more
 
 
 class ContainerError(ValueError):
@@ -105,6 +107,10 @@ def _read_partition(r: _Reader) -> GroupPartition:
         raise ContainerError("corrupted header: implausible number of channel slices")
     slices = tuple(r.varint("slice size") for _ in range(n))
     kh, kw = r.take(2, "grid")
+    if not (1 <= kh <= MAX_GRID and 1 <= kw <= MAX_GRID):
+        raise ContainerError(f"corrupted header: grid {kh}x{kw} is out of range")
+    if n * kh * kw > MAX_GROUPS:
+        raise ContainerError("corrupted header: too many groups")
     code = r.take(1, "order")[0]
     try:
         M = sum(slices)
@@ -114,15 +120,21 @@ def _read_partition(r: _Reader) -> GroupPartition:
         if code != 255:
             raise ContainerError("corrupted header: unknown coding-order code")
         G = n * kh * kw
-        if G > MAX_GROUPS:
-            raise ContainerError("corrupted header: too many groups")
         steps = tuple((r.varint("order"), r.varint("order")) for _ in range(G))
         return GroupPartition(M, slices, (kh, kw), steps)
     except PartitionError as e:
         raise ContainerError(f"corrupted header: invalid partition ({e})") from None
 
 
+def _check_size(H: int, W: int) -> None:
+    if not (1 <= H <= MAX_SIDE and 1 <= W <= MAX_SIDE):
+        raise ContainerError(f"corrupted header: implausible image size {W}x{H}")
+    if H * W > MAX_PIXELS:
+        raise ContainerError(f"image size {W}x{H} exceeds the limit of {MAX_PIXELS / 1e6:.1f} MP")
+
+
 def pack(header: Header, z_string: bytes, strings: list[bytes]) -> bytes:
+    _check_size(header.height, header.width)  # never write a stream that would be refused
     name = header.config.encode("ascii")
     head = bytearray(MAGIC + bytes([VERSION]) + bytes.fromhex(header.model_id))
     head += bytes([len(name)]) + name
@@ -152,8 +164,7 @@ def parse_header(data: bytes) -> tuple[Header, int]:
     except UnicodeDecodeError:
         raise ContainerError("corrupted header: config name is not ASCII") from None
     H, W = r.varint("height"), r.varint("width")
-    if not (1 <= H <= MAX_SIDE and 1 <= W <= MAX_SIDE):
-        raise ContainerError(f"corrupted header: implausible image size {W}x{H}")
+    _check_size(H, W)
     (quality,) = struct.unpack("<f", r.take(4, "quality"))
     if not (quality == quality and -1 <= quality <= 64):
         raise ContainerError("corrupted header: implausible quality")

@@ -21,6 +21,7 @@ NUM_SCALES = 96
 NUM_OFFSETS = 16
 TAIL_MASS = 1e-9
 PRECISION = 16
+MAX_SYMBOL = 1 << 24  # |value - round(mean)|: far beyond any latent, far from int32 overflow
 
 
 def _phi(x: float) -> float:
@@ -64,21 +65,56 @@ class GaussianTables:
                 [self.lengths[i] for i in uniq], [self.offsets[i] for i in uniq])
 
     def encode(self, values: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> bytes:
+        _check_finite(mean, scale)
         center, idx = self.indexes(mean, scale)
-        symbols = (values.long() - center).reshape(-1).cpu().numpy().astype(np.int32)
+        symbols = (values.long() - center).reshape(-1).cpu().numpy()
         if symbols.size == 0:
             return b""
+        if np.abs(symbols).max() > MAX_SYMBOL:
+            raise ValueError(f"a latent value lies more than {MAX_SYMBOL} from its mean: "
+                             "outside the range of the entropy coder")
+        symbols = symbols.astype(np.int32)
         inv, cdfs, lengths, offsets = self._subset(idx.reshape(-1).cpu().numpy())
         return RansEncoder().encode_with_indexes(symbols.tolist(), inv, cdfs, lengths, offsets)
 
     def decode(self, string: bytes, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Decode one group's string; raises ``StringError`` if it is not the encoding of what
+        it decodes to (a damaged string, or parameters that differ from the encoder's)."""
+        _check_finite(mean, scale, StringError)
         center, idx = self.indexes(mean, scale)
         if center.numel() == 0:
+            if string:
+                raise StringError("a group without symbols has a non-empty string")
             return center.to(mean.dtype)
         inv, cdfs, lengths, offsets = self._subset(idx.reshape(-1).cpu().numpy())
-        out = RansDecoder().decode_with_indexes(string, inv, cdfs, lengths, offsets)
+        out = RansDecoder().decode_with_indexes(padded(string, len(inv)), inv, cdfs, lengths, offsets)
+        # rANS decoding is the inverse of encoding only on valid strings: re-encoding (a few per
+        # cent of the decode time) turns a damaged string or an encoder/decoder mismatch into an
+        # error instead of a silently wrong image. Values the encoder would refuse are checked
+        # first (re-encoding an overflowing escape value would never end).
+        if (max(out) > MAX_SYMBOL or min(out) < -MAX_SYMBOL
+                or RansEncoder().encode_with_indexes(out, inv, cdfs, lengths, offsets) != string):
+            raise StringError("entropy-coded data is inconsistent (damaged stream, or distribution "
+                              "parameters that differ from the encoder's)")
         sym = torch.tensor(out, dtype=torch.long, device=mean.device).reshape(mean.shape)
         return (sym + center).to(mean.dtype)
+
+
+class StringError(ValueError):
+    """A rANS string that does not decode consistently."""
+
+
+def _check_finite(mean, scale, err=ValueError):
+    if not (torch.isfinite(mean).all() and torch.isfinite(scale).all()):
+        raise err("the entropy model produced non-finite distribution parameters")
+
+
+def padded(string: bytes, num_symbols: int) -> bytes:
+    """The string followed by zero bytes. CompressAI's rANS decoder reads without bounds checks
+    (at most 4 bytes per symbol outside the escape path, whose reads end soon after they meet
+    zeros); a valid string never reads past its end, a damaged one reads these zeros instead of
+    foreign memory."""
+    return string + bytes(4 * num_symbols + 8 * len(string) + 4096)
 
 
 def _ndtri(p: float) -> float:

@@ -20,6 +20,7 @@ import torch.nn as nn
 from .config import GMConfig
 from .latent_codec import GroupedMixerLatentCodec, HyperpriorLatentCodec, group_sums
 from .partition import GroupPartition
+from .synthesis import run_synthesis
 from .timing import StageTimer
 from .transforms import analysis_transform, synthesis_transform
 
@@ -140,15 +141,15 @@ class GroupedMixerModel(nn.Module):
         timer.stages["entropy_model"] = sum(info["entropy_step_s"])
         timer.stages["rans"] = sum(info["rans_step_s"])
         del timer.stages["entropy_model+rans"]
-        with timer.stage("synthesis"):
-            x_hat = self.g_s(y_hat.float() * inv_gain).clamp_(0, 1)
+        with timer.stage("synthesis"):  # thread-count invariant, banded: see synthesis.py
+            x_hat = run_synthesis(self.g_s, y_hat.float() * inv_gain).clamp_(0, 1)
         return {"x_hat": x_hat, "y_hat": y_hat, **info, "timings": timer.stages}
 
     @torch.inference_mode()
     def synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         dev = next(self.parameters()).device
         _, inv_gain, _, _ = self.gains(torch.tensor([float(quality)], device=dev))
-        return self.g_s(y_hat.float().to(dev) * inv_gain).clamp_(0, 1)
+        return run_synthesis(self.g_s, y_hat.float().to(dev) * inv_gain).clamp_(0, 1)
 
 
 def parameter_counts(model: GroupedMixerModel) -> dict[str, int]:

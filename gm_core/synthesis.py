@@ -1,0 +1,67 @@
+"""Running the synthesis transform g_s for decoding: the same pixels for every thread count, in
+bounded memory.
+
+* Thread count: oneDNN (mkldnn) convolutions change the last bits of their sums with the number
+  of threads, which moves a decoded pixel by one level now and then (kodim01: 1 to 22 pixels
+  between 1, 2 and 3 threads). PyTorch's native CPU convolutions (im2col + GEMM) give the same
+  bits for every thread count we tried (1..8), so decoding runs g_s with oneDNN off on the CPU.
+* Memory: the native transposed convolution holds a column buffer of C_out * 25 values per input
+  position (6.6 GB for a 4K image's third layer), so g_s runs on horizontal bands of the latent,
+  each with ``HALO`` rows of context above and below. g_s's receptive field reaches less than
+  3 latent rows, so a band's kept rows are computed from the same inputs as in one pass; the
+  banding is a function of the image size only, so encoder-side previews, the decoder and every
+  thread count agree.
+
+``DETERMINISTIC = False`` restores oneDNN (faster on the CPU; y_hat stays exact either way, only
+rare pixels may then differ by one level between thread counts).
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+
+DETERMINISTIC = True
+HALO = 4  # latent rows of context on each side of a band
+BAND_ELEMENTS = 32 * 240  # latent rows x columns per band: 32 rows of a 4K image's 240 columns
+UPSAMPLE = 16
+_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _mode(device: torch.device):
+    """oneDNN off on the CPU (only its on/off switch: mkldnn.flags() also resets TF32 and warns)."""
+    if not (DETERMINISTIC and device.type == "cpu"):
+        yield
+        return
+    with _LOCK:  # the switch is process-wide: one synthesis at a time keeps it off throughout
+        prev = torch._C._get_mkldnn_enabled()
+        torch._C._set_mkldnn_enabled(False)
+        try:
+            yield
+        finally:
+            torch._C._set_mkldnn_enabled(prev)
+
+
+def band_rows(h: int, w: int) -> int:
+    return max(8, BAND_ELEMENTS // max(w, 1))
+
+
+def run_synthesis(g_s: torch.nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """g_s(y) for decoding (B, M, h, w) -> (B, 3, 16h, 16w), banded over rows when large."""
+    h, w = y.shape[-2:]
+    band = band_rows(h, w)
+    with _mode(y.device):
+        if h <= band + 2 * HALO:
+            return g_s(y)
+        out = None
+        for r0 in range(0, h, band):
+            r1 = min(h, r0 + band)
+            a, b = max(0, r0 - HALO), min(h, r1 + HALO)
+            x = g_s(y[..., a:b, :])
+            if out is None:
+                out = x.new_empty(*x.shape[:2], h * UPSAMPLE, x.shape[-1])
+            out[..., r0 * UPSAMPLE:r1 * UPSAMPLE, :] = x[..., (r0 - a) * UPSAMPLE:(r1 - a) * UPSAMPLE, :]
+            del x
+        return out

@@ -1,0 +1,78 @@
+"""The mechanisms behind determinism, each checked on its own (scripts/determinism.py sweeps
+Kodak with a real checkpoint)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gm_core import synthesis
+from gm_core.container import ContainerError
+from gm_core.entropy_coding import MAX_SYMBOL, StringError, gaussian_tables
+
+
+@pytest.fixture
+def threads():
+    prev = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(prev)
+
+
+def test_decoded_image_is_identical_for_any_thread_count(scaled_codec, crop, threads):
+    threads(1)
+    data, tr = scaled_codec.compress(crop)
+    outs = []
+    for n, cache in ((1, True), (2, False), (3, True), (4, False)):
+        threads(n)
+        img, td = scaled_codec.decompress(data, use_cache=cache)
+        assert np.array_equal(td.y_hat, tr.y_hat)
+        outs.append(img)
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])
+
+
+def test_banded_synthesis_equals_one_pass(scaled_codec, crop, monkeypatch):
+    model = scaled_codec.model
+    y = torch.randn(1, model.cfg.M, 20, 12) * 3
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        full = model.g_s(y)
+    monkeypatch.setattr(synthesis, "BAND_ELEMENTS", 12)  # bands of 8 rows + 4 rows of context
+    assert synthesis.band_rows(20, 12) == 8
+    with torch.inference_mode():
+        banded = synthesis.run_synthesis(model.g_s, y)
+    assert banded.shape == full.shape
+    assert torch.equal(banded, full)
+
+
+def test_a_table_index_flip_is_an_error_not_a_wrong_image():
+    """If the decoder's parameters ever differed from the encoder's enough to pick another CDF
+    table, the decoded string would not re-encode to itself: the decoder raises."""
+    tables = gaussian_tables()
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(1, 8, 16, 16, generator=g, dtype=torch.float64) * 3
+    scale = torch.rand(1, 8, 16, 16, generator=g, dtype=torch.float64) * 4 + 0.2
+    y = torch.round(mean + scale * torch.randn(mean.shape, generator=g, dtype=torch.float64))
+    s = tables.encode(y, mean, scale)
+    assert torch.equal(tables.decode(s, mean, scale), y)
+    flipped = scale.clone()
+    flipped.view(-1)[5] *= 1.2  # one element one scale bin away: one table index differs
+    with pytest.raises(StringError, match="inconsistent"):
+        tables.decode(s, mean, flipped)
+    with pytest.raises(StringError, match="non-finite"):
+        tables.decode(s, mean, scale * float("nan"))
+    with pytest.raises(ValueError, match="range of the entropy coder"):
+        tables.encode(y + (MAX_SYMBOL + 1), mean, scale)
+
+
+def test_codec_turns_a_divergence_into_container_error(scaled_codec, crop, monkeypatch):
+    """A decoder whose entropy model drifts (simulated) refuses the stream."""
+    data, _ = scaled_codec.compress(crop[:64, :64])
+    cm = scaled_codec.model.coding_modules()
+    head = cm["latent"].mixer.head
+    with torch.inference_mode():  # the float64 copy was made in inference mode
+        head.bias[head.bias.shape[0] // 2:] += 0.3  # every scale moves by several bins
+    try:
+        with pytest.raises(ContainerError, match="entropy-decoded"):
+            scaled_codec.decompress(data)
+    finally:
+        object.__setattr__(scaled_codec.model, "_coding", None)  # rebuild from the real weights
+    scaled_codec.decompress(data)
