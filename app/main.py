@@ -22,4 +22,9 @@ nav = st.navigation([
     st.Page(PAGES / "rd.py", title="Rate-distortion curves", icon=":material/show_chart:"),
     st.Page(PAGES / "about.py", title="About & limits", icon=":material/info:"),
 ])
-nav.run()
+from app.ui import guard  # noqa: E402
+
+# A last safety net: the pages guard each view themselves; anything that still escapes is shown
+# as a message, never as a traceback (st.stop / st.rerun are not Exceptions and pass through).
+with guard("This page"):
+    nav.run()

@@ -345,7 +345,7 @@ def test_ablation_page(checkpoint, small_png):
 
 def test_rd_page_without_results(monkeypatch, tmp_path, checkpoint):
     from app import pipeline as pl
-    monkeypatch.setattr(pl, "RESULTS", pl.ROOT / "assets" / "results_missing_for_test")
+    monkeypatch.setattr(pl, "RESULTS", tmp_path / "no_results_here")
     at = new_app()
     at.switch_page("app_pages/rd.py").run()
     assert_clean(at)
@@ -355,34 +355,29 @@ def test_rd_page_without_results(monkeypatch, tmp_path, checkpoint):
 
 def test_rd_page_with_results(monkeypatch, tmp_path, checkpoint):
     from app import pipeline as pl
-    d = pl.ROOT / "assets" / "results_tmp_for_test"
-    d.mkdir(exist_ok=True)
-    try:
-        ours = {"name": "GroupedMixer-tiny", "description": "test curve", "model_id": "0" * 16,
-                "partition": "kc=4,grid=2x2", "qualities": [0, 1, 2, 3], "images": 24,
-                "results": {"bpp": [0.2, 0.4, 0.7, 1.1], "psnr-rgb": [26.0, 28.5, 31.0, 33.5],
-                            "ms-ssim": [0.9, 0.93, 0.96, 0.98]}}
-        cls = {"JPEG": {"name": "JPEG (Pillow, live)",
-                        "results": {"bpp": [0.3, 0.6, 1.0, 1.5], "psnr-rgb": [25, 28, 31, 33],
-                                    "ms-ssim": [0.8, 0.9, 0.95, 0.97], "quality": [10, 30, 60, 80]}}}
-        (d / "kodak_tiny.json").write_text(json.dumps(ours))
-        (d / "kodak_classical.json").write_text(json.dumps(cls))
-        (d / "broken.json").write_text("{not json")
-        monkeypatch.setattr(pl, "RESULTS", d)
-        at = new_app()
-        at.switch_page("app_pages/rd.py").run()
-        assert_clean(at)
-        assert "broken.json: unreadable" in texts(at)
-        assert len(at.dataframe) >= 1
-        spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-        assert {"JPEG (Pillow, live)", "VTM (VVC)"} <= {t.get("name") for t in spec["data"]}
-        assert "BD-rate of GroupedMixer-tiny" in "\n".join(s.value for s in at.subheader)
-        at.multiselect(key="rd_refs").set_value([]).run()
-        assert_clean(at)
-    finally:
-        for p in d.glob("*"):
-            p.unlink()
-        d.rmdir()
+    d = tmp_path / "results"
+    d.mkdir()
+    ours = {"name": "GroupedMixer-tiny", "description": "test curve", "model_id": "0" * 16,
+            "partition": "kc=4,grid=2x2", "qualities": [0, 1, 2, 3], "images": 24,
+            "results": {"bpp": [0.2, 0.4, 0.7, 1.1], "psnr-rgb": [26.0, 28.5, 31.0, 33.5],
+                        "ms-ssim": [0.9, 0.93, 0.96, 0.98]}}
+    cls = {"JPEG": {"name": "JPEG (Pillow, live)",
+                    "results": {"bpp": [0.3, 0.6, 1.0, 1.5], "psnr-rgb": [25, 28, 31, 33],
+                                "ms-ssim": [0.8, 0.9, 0.95, 0.97], "quality": [10, 30, 60, 80]}}}
+    (d / "kodak_tiny.json").write_text(json.dumps(ours))
+    (d / "kodak_classical.json").write_text(json.dumps(cls))
+    (d / "broken.json").write_text("{not json")
+    monkeypatch.setattr(pl, "RESULTS", d)
+    at = new_app()
+    at.switch_page("app_pages/rd.py").run()
+    assert_clean(at)
+    assert "broken.json: unreadable" in texts(at)
+    assert len(at.dataframe) >= 1
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {"JPEG (Pillow, live)", "VTM (VVC)"} <= {t.get("name") for t in spec["data"]}
+    assert "BD-rate of GroupedMixer-tiny" in "\n".join(s.value for s in at.subheader)
+    at.multiselect(key="rd_refs").set_value([]).run()
+    assert_clean(at)
 
 
 def test_about_page(checkpoint):

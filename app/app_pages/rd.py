@@ -15,6 +15,10 @@ st.markdown("How good is the codec overall? Each curve is the average over the 2
             "is better. This page only reads shipped result files; it computes nothing.")
 
 RES = pl.RESULTS
+try:
+    RES_SHOWN = RES.relative_to(pl.ROOT)
+except ValueError:
+    RES_SHOWN = RES
 ours, problems = [], []
 classical_res = {}
 if RES.is_dir():
@@ -36,11 +40,11 @@ for msg in problems:
     st.warning(msg)
 
 if not ours:
-    st.warning(f"No results of our checkpoints yet: `{RES.relative_to(pl.ROOT)}/kodak_tiny.json` is "
+    st.warning(f"No results of our checkpoints yet: `{RES_SHOWN}/kodak_tiny.json` is "
                "absent. It is written by `python -m gm_core eval --out assets/results/kodak_tiny.json`. "
                "The curves below are the published and classical references only.")
 if not classical_res:
-    st.info(f"The classical codecs' Kodak curves (`{RES.relative_to(pl.ROOT)}/kodak_classical.json`) "
+    st.info(f"The classical codecs' Kodak curves (`{RES_SHOWN}/kodak_classical.json`) "
             "are absent; only published curves are shown for JPEG/WebP.")
 reference = {}
 with ui.guard("Reading the published curves"):
