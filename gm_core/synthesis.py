@@ -3,17 +3,16 @@ bounded memory.
 
 * Thread count: oneDNN (mkldnn) convolutions change the last bits of their sums with the number
   of threads, which moves a decoded pixel by one level now and then (kodim01: 1 to 22 pixels
-  between 1, 2 and 3 threads). PyTorch's native CPU convolutions (im2col + GEMM) give the same
-  bits for every thread count we tried (1..8), so decoding runs g_s with oneDNN off on the CPU.
-* Memory: the native transposed convolution holds a column buffer of C_out * 25 values per input
-  position (6.6 GB for a 4K image's third layer), so g_s runs on horizontal bands of the latent,
-  each with ``HALO`` rows of context above and below. g_s's receptive field reaches less than
-  3 latent rows, so a band's kept rows are computed from the same inputs as in one pass; the
-  banding is a function of the image size only, so encoder-side previews, the decoder and every
-  thread count agree.
+  between 1, 2 and 3 threads). Decoding therefore runs g_s on the CPU with oneDNN pinned to one
+  thread, whatever the caller's thread count: the same bits every time, at oneDNN's speed
+  (PyTorch's native convolutions are also thread-invariant, but 25x slower here).
+* Memory: g_s runs on horizontal bands of the latent, each with ``HALO`` rows of context above
+  and below. g_s's receptive field reaches less than 3 latent rows, so a band's kept rows are
+  computed from the same inputs as in one pass; the banding is a function of the image size
+  only, so encoder-side previews, the decoder and every thread count agree.
 
-``DETERMINISTIC = False`` restores oneDNN (faster on the CPU; y_hat stays exact either way, only
-rare pixels may then differ by one level between thread counts).
+``DETERMINISTIC = False`` runs g_s with the caller's threads (faster with several cores; y_hat
+stays exact either way, only rare pixels may then differ by one level between thread counts).
 """
 from __future__ import annotations
 
@@ -31,17 +30,17 @@ _LOCK = threading.RLock()
 
 @contextlib.contextmanager
 def _mode(device: torch.device):
-    """oneDNN off on the CPU (only its on/off switch: mkldnn.flags() also resets TF32 and warns)."""
+    """One intra-op thread on the CPU for the duration of the synthesis."""
     if not (DETERMINISTIC and device.type == "cpu"):
         yield
         return
-    with _LOCK:  # the switch is process-wide: one synthesis at a time keeps it off throughout
-        prev = torch._C._get_mkldnn_enabled()
-        torch._C._set_mkldnn_enabled(False)
+    with _LOCK:  # the thread count is process-wide: one synthesis at a time keeps it pinned
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
         try:
             yield
         finally:
-            torch._C._set_mkldnn_enabled(prev)
+            torch.set_num_threads(prev)
 
 
 def band_rows(h: int, w: int) -> int:
