@@ -41,6 +41,25 @@ def partition_menu(M: int) -> list[GroupPartition]:
     return out
 
 
+def _cast_opt(state: dict, dtype) -> dict:
+    """An optimizer state dict with its floating tensors (Adam moments) cast to ``dtype``."""
+    def cast(v):
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0:
+            return v.to(dtype)
+        if isinstance(v, dict):
+            return {k: cast(x) for k, x in v.items()}
+        return v
+    return cast(state)
+
+
+def export_opt_state(run_dir: Path, out: Path) -> None:
+    """Compact optimizer state of a run (bf16 moments) to resume the campaign elsewhere."""
+    st = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"steps": st["step"], "opt": _cast_opt(st["opt"], torch.bfloat16),
+                "aux_opt": _cast_opt(st["aux_opt"], torch.bfloat16)}, out)
+
+
 def rd_loss(out, x, lmbda, metric: str = "mse"):
     B, _, H, W = x.shape
     bpp = bpp_of(out["likelihoods"], H * W)
@@ -115,8 +134,15 @@ def train(args) -> Path:
         init, _, meta = load_checkpoint(args.init)
         if init.cfg != cfg:
             raise SystemExit(f"--init {args.init} has config {init.cfg.name} with other sizes")
-        model.load_state_dict(init.state_dict())
+        load_state(model, init.state_dict())
         step, elapsed_total = int(meta.get("steps", 0)), float(meta.get("train_minutes", 0)) * 60
+        if args.opt_state:
+            # The campaign's optimizer moments, committed beside the shipped weights (bf16).
+            st = torch.load(args.opt_state, map_location="cpu", weights_only=True)
+            if st.get("steps") != step:
+                raise SystemExit(f"--opt-state is from step {st.get('steps')}, --init from step {step}")
+            opt.load_state_dict(_cast_opt(st["opt"], torch.float32))
+            aux_opt.load_state_dict(_cast_opt(st["aux_opt"], torch.float32))
         if rank == 0:
             print(f"initialised from {args.init} (step {step})")
     for g in opt.param_groups:
@@ -235,6 +261,8 @@ def add_arguments(p) -> None:
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--out", required=True)
     p.add_argument("--init", default=None, help="start from a safetensors checkpoint")
+    p.add_argument("--opt-state", default=None,
+                   help="with --init: the optimizer state exported beside it (train_state/)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of this run")
     p.add_argument("--steps", type=int, default=None, help="stop at this total step count")
     p.add_argument("--batch", type=int, default=8)
