@@ -61,6 +61,17 @@ def devices() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def page_start(title: str, intro: str) -> Codec:
+    """Title, a line of what the page is for, and the sidebar's model; stops the page if the
+    checkpoint cannot be loaded (sidebar_model has said why)."""
+    st.title(title)
+    st.markdown(intro)
+    codec = sidebar_model()
+    if codec is None:
+        st.stop()
+    return codec
+
+
 def sidebar_model() -> Codec | None:
     """Checkpoint, device and threads in the sidebar; returns the loaded codec (or None)."""
     sb = st.sidebar

@@ -56,14 +56,8 @@ def render_result(res: pl.Result) -> None:
     size = z3.select_slider("crop size (pixels)", [32, 64, 96, 128, 192], value=96, key="zoom_size")
     err = an.error_map(res.image, res.rec)
     emax = max(float(np.percentile(err, 99.5)), 4.0)
-    crops = [("original", res.image), ("GroupedMixer (ours)", res.rec)]
-    factor = max(1, 256 // size)
-    cols = st.columns(5)
-    for col, (name, im) in zip(cols, crops):
-        col.image(upscale(an.zoom_crop(im, (cy / 100, cx / 100), size), factor), caption=name,
-                  width="stretch")
-    cols[2].image(upscale(an.zoom_crop(colorize(err, emax), (cy / 100, cx / 100), size), factor),
-                  caption="our error (same crop)", width="stretch")
+    zoom_row(st.columns(5), [("original", res.image), ("GroupedMixer (ours)", res.rec),
+                             ("our error (same crop)", colorize(err, emax))], (cy / 100, cx / 100), size)
     e1, e2 = st.columns([1, 1])
     e1.image(colorize(err, emax), caption=f"error map: |original - decoded| averaged over RGB; "
              f"black = 0, white = {emax:.0f} or more (of 255)", width="stretch")
@@ -73,6 +67,13 @@ def render_result(res: pl.Result) -> None:
                 "spot are below their table). The error map is bright where the decoded image differs most from the "
                 "original: usually edges and fine texture, which cost the most bits to keep.")
 
+
+
+def zoom_row(cols, items, center, size: int) -> None:
+    """The same spot of several images, enlarged so single pixels are visible."""
+    factor = max(1, 256 // size)
+    for col, (name, im) in zip(cols, items):
+        col.image(upscale(an.zoom_crop(im, center, size), factor), caption=name, width="stretch")
 
 
 def render_classical(res: pl.Result) -> None:
@@ -96,13 +97,9 @@ def render_classical(res: pl.Result) -> None:
         cy = st.session_state.get("zoom_y", 50) / 100
         cx = st.session_state.get("zoom_x", 50) / 100
         size = st.session_state.get("zoom_size", 96)
-        factor = max(1, 256 // size)
-        cols = st.columns(5)
-        for col, (name, im) in zip(cols, [("original", res.image), ("GroupedMixer (ours)", res.rec)]
-                                   + [(f"{r['codec']} q{r['quality']}: {r['bpp']:.3f} bpp, "
-                                       f"{r['psnr']:.2f} dB", r["image"]) for r in ok]):
-            col.image(upscale(an.zoom_crop(im, (cy, cx), size), factor), caption=name,
-                      width="stretch")
+        zoom_row(st.columns(5), [("original", res.image), ("GroupedMixer (ours)", res.rec)]
+                 + [(f"{r['codec']} q{r['quality']}: {r['bpp']:.3f} bpp, "
+                     f"{r['psnr']:.2f} dB", r["image"]) for r in ok], (cy, cx), size)
         with st.expander("the classical codecs' full images"):
             cols = st.columns(len(ok))
             for col, r in zip(cols, ok):

@@ -15,13 +15,11 @@ def short(spec: str) -> str:
     return " ".join(v if k in ("slices", "grid", "order", "phases") else f"{k}={v}" for k, v in parts)
 
 
-st.title("Partition ablation")
-st.markdown("How does the choice of groups change the file size, the quality and the decoding "
-            "time? Pick a few partitions, press **Run ablation**: each one is compressed and "
-            "decoded twice (context cache on and off) on the same photo and rate point.")
-codec = ui.sidebar_model()
-if codec is None:
-    st.stop()
+codec = ui.page_start(
+    "Partition ablation",
+    "How does the choice of groups change the file size, the quality and the decoding "
+    "time? Pick a few partitions, press **Run ablation**: each one is compressed and "
+    "decoded twice (context cache on and off) on the same photo and rate point.")
 cfg = codec.cfg
 
 left, right = st.columns([2, 3], gap="large")

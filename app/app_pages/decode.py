@@ -7,13 +7,11 @@ from app import pipeline as pl
 from app import ui
 from gm_core import analysis as an
 
-st.title("Decode a .gmx file")
-st.markdown("Upload a `.gmx` file made by this app (or `python -m gm_core compress`). It is "
-            "decoded with the checkpoint chosen in the sidebar; a file made with other weights is "
-            "refused with a message instead of decoding to garbage.")
-codec = ui.sidebar_model()
-if codec is None:
-    st.stop()
+codec = ui.page_start(
+    "Decode a .gmx file",
+    "Upload a `.gmx` file made by this app (or `python -m gm_core compress`). It is "
+    "decoded with the checkpoint chosen in the sidebar; a file made with other weights is "
+    "refused with a message instead of decoding to garbage.")
 
 up = st.file_uploader(f"A .gmx file (up to {pl.MAX_FILE_BYTES >> 20} MB)", type=["gmx"],
                       key="gmx_upload")

@@ -6,15 +6,11 @@ import streamlit as st
 from app import pipeline as pl
 from app import ui, views
 
-st.title("GroupedMixer lab")
-st.markdown(
+codec = ui.page_start(
+    "GroupedMixer lab",
     "A learned image codec you can look inside. **1.** pick a photo, **2.** choose how the "
     "latent is split into groups, **3.** press **Compress**. The photo is coded into a real "
     "`.gmx` file, decoded again, and every view below is read from that run.")
-
-codec = ui.sidebar_model()
-if codec is None:
-    st.stop()
 cfg = codec.cfg
 
 left, right = st.columns([2, 3], gap="large")
