@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -182,4 +181,4 @@ def run(args) -> None:
             Path(args.bd_out).write_text(json.dumps(table, indent=1))
 
 
-__all__ = ["evaluate", "classical_results", "load_reference", "bd_rate", "rd_figure", "statistics"]
+__all__ = ["evaluate", "classical_results", "load_reference", "bd_rate", "rd_figure"]

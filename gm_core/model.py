@@ -12,7 +12,6 @@ between encoder and decoder vanishingly unlikely (see README, "Determinism").
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn as nn
@@ -178,4 +177,4 @@ def bpp_of(likelihoods: dict, num_pixels: int) -> torch.Tensor:
     return sum((-torch.log2(lik)).flatten(1).sum(1) for lik in likelihoods.values()) / num_pixels
 
 
-__all__ = ["GroupedMixerModel", "parameter_counts", "bpp_of", "math"]
+__all__ = ["GroupedMixerModel", "parameter_counts", "bpp_of"]
