@@ -19,6 +19,7 @@ import torch.nn as nn
 from .config import GMConfig
 from .latent_codec import GroupedMixerLatentCodec, HyperpriorLatentCodec, group_sums
 from .partition import GroupPartition
+from . import synthesis
 from .synthesis import run_synthesis
 from .timing import StageTimer
 from .transforms import analysis_transform, synthesis_transform
@@ -41,6 +42,7 @@ class GroupedMixerModel(nn.Module):
         self.log_hyper_gain = nn.Parameter(torch.zeros(len(lam), cfg.Z))
         self.log_hyper_inv_gain = nn.Parameter(torch.zeros(len(lam), cfg.Z))
         self._coding: nn.Module | None = None
+        self._g_s_cpu: nn.Module | None = None
 
     # ------------------------------------------------------------------ rate points
     @property
@@ -83,6 +85,7 @@ class GroupedMixerModel(nn.Module):
         """Rebuild the EntropyBottleneck's CDF tables (after training, before coding)."""
         self.hyper.entropy_bottleneck.update(force=force)
         self._coding = None
+        self._g_s_cpu = None
 
     def coding_modules(self) -> nn.Module:
         """float64 copies of the modules that compute distribution parameters."""
@@ -96,8 +99,29 @@ class GroupedMixerModel(nn.Module):
             object.__setattr__(self, "_coding", m)
         return self._coding
 
+    def decoding_synthesis(self) -> nn.Module:
+        """g_s as decoding runs it: on the CPU, even for a model on CUDA.
+
+        y_hat is bit-exact on every device (float64 entropy side), but cuDNN and oneDNN sum a
+        convolution in different orders, which moves rare pixels by one level (seen on an H200:
+        up to 1 level on every Kodak image). Running g_s on the CPU, with oneDNN on one thread
+        (synthesis.py), makes the pixels device- and thread-invariant. ``synthesis.DETERMINISTIC
+        = False`` keeps g_s where the model is: much faster on a GPU, pixels exact to +-1 level.
+        """
+        if not synthesis.DETERMINISTIC or next(self.g_s.parameters()).device.type == "cpu":
+            return self.g_s
+        if self._g_s_cpu is None:
+            object.__setattr__(self, "_g_s_cpu", copy.deepcopy(self.g_s).cpu().eval())
+        return self._g_s_cpu
+
+    def _synthesize(self, y: torch.Tensor) -> torch.Tensor:
+        g_s = self.decoding_synthesis()
+        dev = next(g_s.parameters()).device
+        return run_synthesis(g_s, y.to(dev)).clamp_(0, 1).to(y.device)
+
     def _apply(self, fn, *args, **kwargs):  # .to(device) etc. must refresh the float64 copy
         object.__setattr__(self, "_coding", None)
+        object.__setattr__(self, "_g_s_cpu", None)
         return super()._apply(fn, *args, **kwargs)
 
     @torch.inference_mode()
@@ -140,15 +164,15 @@ class GroupedMixerModel(nn.Module):
         timer.stages["entropy_model"] = sum(info["entropy_step_s"])
         timer.stages["rans"] = sum(info["rans_step_s"])
         del timer.stages["entropy_model+rans"]
-        with timer.stage("synthesis"):  # thread-count invariant, banded: see synthesis.py
-            x_hat = run_synthesis(self.g_s, y_hat.float() * inv_gain).clamp_(0, 1)
+        with timer.stage("synthesis"):  # device- and thread-invariant, banded: see synthesis.py
+            x_hat = self._synthesize(y_hat.float() * inv_gain)
         return {"x_hat": x_hat, "y_hat": y_hat, **info, "timings": timer.stages}
 
     @torch.inference_mode()
     def synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         dev = next(self.parameters()).device
         _, inv_gain, _, _ = self.gains(torch.tensor([float(quality)], device=dev))
-        return run_synthesis(self.g_s, y_hat.float().to(dev) * inv_gain).clamp_(0, 1)
+        return self._synthesize(y_hat.float().to(dev) * inv_gain)
 
 
 def parameter_counts(model: GroupedMixerModel) -> dict[str, int]:

@@ -108,6 +108,10 @@ def train(args) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # subnormals from GELU tails are slow and carry no signal
+    if device.type == "cuda":  # TF32 convs/matmuls: training noise dwarfs their rounding
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / "last.pt"
@@ -122,12 +126,14 @@ def train(args) -> Path:
     opt = torch.optim.Adam(main_params, lr=args.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     step, elapsed_total = 0, 0.0
+    fresh_opt = True  # fresh Adam moments need a warm-up, also when the weights are not fresh
     if state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         load_state(model, st["model"])
         opt.load_state_dict(st["opt"])
         aux_opt.load_state_dict(st["aux_opt"])
         step, elapsed_total = st["step"], st["elapsed"]
+        fresh_opt = False
         if rank == 0:
             print(f"resumed {state_path} at step {step} ({elapsed_total / 60:.1f} min trained)")
     elif args.init:
@@ -143,6 +149,7 @@ def train(args) -> Path:
                 raise SystemExit(f"--opt-state is from step {st.get('steps')}, --init from step {step}")
             opt.load_state_dict(_cast_opt(st["opt"], torch.float32))
             aux_opt.load_state_dict(_cast_opt(st["aux_opt"], torch.float32))
+            fresh_opt = False
         if rank == 0:
             print(f"initialised from {args.init} (step {step})")
     for g in opt.param_groups:
@@ -158,6 +165,7 @@ def train(args) -> Path:
     val_crops = center_crops(args.val, 256, limit=args.val_images) if (args.val and rank == 0) else None
     log = open(out_dir / "log.jsonl", "a") if rank == 0 else None
 
+    warm_from = step if fresh_opt else 0
     budget = args.minutes * 60 if args.minutes else float("inf")
     t_start = time.time()
     last_save = t_start
@@ -192,8 +200,8 @@ def train(args) -> Path:
             dist.all_reduce(stop)
         if stop.item() > 0:
             break
-        # Warm-up from scratch, then constant; the last decay_frac of the budget anneals.
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        # Warm-up of fresh moments, then constant; the last decay_frac of the budget anneals.
+        lr = args.lr * min(1.0, (step - warm_from + 1) / args.warmup)
         if budget < float("inf") and args.decay_frac > 0:
             frac = (run_s / budget - (1 - args.decay_frac)) / args.decay_frac
             if frac > 0:
