@@ -32,7 +32,15 @@ def main():
     ap.add_argument("--force", action="store_true", help="ship even if not better")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--card-only", action="store_true",
+                    help="rewrite MODEL_CARD.md from the shipped results, evaluating nothing")
     args = ap.parse_args()
+    if args.card_only:
+        res = json.loads((RESULTS / f"kodak_{args.name}.json").read_text())
+        g1 = json.loads((RESULTS / f"kodak_{args.name}_g1.json").read_text())
+        table = json.loads((RESULTS / "kodak_bd.json").read_text())
+        write_card(Codec.load(args.checkpoint), res, g1, table, res["images"])
+        return 0
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,10 +89,11 @@ def write_card(codec, res, g1, table, n_images):
              f"- Model id: `{codec.model_id}`",
              f"- Config: `{json.dumps(codec.cfg.to_dict())}`",
              f"- Parameters: {sum(p.numel() for p in codec.model.parameters()):,}",
-             f"- Training: {m.get('steps')} steps, {m.get('train_minutes')} minutes on a 2-core CPU, "
-             f"batch {m.get('batch')} of {m.get('crop')}x{m.get('crop')} random crops from `{m.get('data')}` "
-             "(BSDS500 + CID22, see shared/data/README.md), Adam, partitions drawn at random per batch, "
-             f"variable rate over lambdas {m.get('lambdas')} (one checkpoint, per-channel gain units).",
+             f"- Training: {m.get('steps')} steps, {m.get('train_minutes')} minutes in all, the last stage "
+             f"with batch {m.get('batch')} of {m.get('crop')}x{m.get('crop')} random crops "
+             "from BSDS500 + CID22 (see shared/data/README.md), Adam, partitions drawn at random per batch, "
+             f"variable rate over lambdas {m.get('lambdas')} (one checkpoint, per-channel gain units). "
+             "Stages, devices and recipes: `assets/TRAINING_HISTORY.md`.",
              f"- Distortion metric: {m.get('metric', 'mse')}.", "",
              f"## Kodak ({n_images} images, full size, real bitstreams, partition `{res['partition']}`)", "",
              "| quality | lambda | bpp | PSNR (dB) | MS-SSIM | bpp at G=1 | PSNR at G=1 |", "|---|---|---|---|---|---|---|"]
@@ -99,7 +108,7 @@ def write_card(codec, res, g1, table, n_images):
         lines.append(f"- {k}: {'n/a (curves do not overlap)' if v is None else f'{v:+.1f}%'}")
     lines += ["", "Reproduce: `.venv/bin/python scripts/release.py assets/gmx_tiny.safetensors --force`",
               "(or `python -m gm_core eval --out r.json` and `python -m gm_core rd --results r.json ...`).",
-              "", "This checkpoint is an early point of a CPU training campaign and is far from the paper's "
+              "", "This checkpoint is an early point of a training campaign and is far from the paper's "
               "models; every session resumes training and replaces it when a measurement says it is better."]
     (ROOT / "assets" / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
 
