@@ -380,6 +380,15 @@ def test_rd_page_with_results(monkeypatch, tmp_path, checkpoint):
     assert_clean(at)
 
 
+def test_rd_page_on_the_shipped_results(checkpoint):
+    """What a user sees: the shipped assets/results, read without a single warning."""
+    at = new_app()
+    at.switch_page("app_pages/rd.py").run()
+    assert_clean(at)
+    assert not at.warning, [w.value for w in at.warning]
+    assert "BD-rate of GroupedMixer-tiny" in "\n".join(s.value for s in at.subheader)
+
+
 def test_about_page(checkpoint):
     at = new_app()
     at.switch_page("app_pages/about.py").run()

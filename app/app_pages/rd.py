@@ -30,6 +30,8 @@ if RES.is_dir():
             continue
         if p.name == "kodak_classical.json":
             classical_res = d if isinstance(d, dict) else {}
+        elif p.name == "kodak_bd.json":  # release.py's summary; this page computes its own BD-rates
+            continue
         elif isinstance(d, dict) and "results" in d and "bpp" in d["results"]:
             d.setdefault("description", p.stem)
             d["label"] = f"{d.get('name', p.stem)} ({p.name})"
