@@ -1,0 +1,60 @@
+"""The recipe table of issue 8: every train-bench report in benchmarks/train/, as markdown.
+
+    .venv/bin/python scripts/train_table.py [--write]    # --write: into benchmarks/train/README.md
+
+BD-rate is against the first report named by --anchor (default: shared_partitions), on the
+reports' own Kodak points (bjontegaard, PSNR).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from gm_core.evaluate import bd_rate  # noqa: E402
+
+BENCH = ROOT / "benchmarks" / "train"
+BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
+
+
+def as_result(rep: dict) -> dict:
+    return {"results": {"bpp": [p["bpp"] for p in rep["points"]],
+                        "psnr-rgb": [p["psnr"] for p in rep["points"]]}}
+
+
+def table(anchor: str) -> str:
+    reps = [json.loads(p.read_text()) for p in sorted(BENCH.glob("*.json"))]
+    ref = next((r for r in reps if r["recipe"] == anchor), None)
+    rows = ["| recipe | train args | budget (min) | steps | threads | mid-point bpp | PSNR (dB) | "
+            "gap to JPEG (dB), mid | mean gap to JPEG (dB) | BD-rate vs " + anchor + " |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in reps:
+        mid = r["points"][len(r["points"]) // 2]
+        gaps = [p["gap_to_jpeg_db"] for p in r["points"]]
+        bd = bd_rate(as_result(ref), as_result(r)) if ref and r is not ref else None
+        rows.append(f"| {r['recipe']} | `{r['train_args']}` | {r['budget_minutes']:g} | {r['steps']} | "
+                    f"{r['machine']['cpu_threads']} | {mid['bpp']:.3f} | {mid['psnr']:.2f} | "
+                    f"{mid['gap_to_jpeg_db']:+.2f} | {sum(gaps) / len(gaps):+.2f} | "
+                    f"{'' if bd is None else f'{bd:+.1f}%'} |")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--anchor", default="shared_partitions")
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    t = table(args.anchor)
+    print(t)
+    if args.write:
+        readme = BENCH / "README.md"
+        s = readme.read_text() if readme.is_file() else f"# Training recipes\n\n{BEGIN}\n{END}\n"
+        a, b = s.index(BEGIN) + len(BEGIN), s.index(END)
+        readme.write_text(s[:a] + "\n" + t + "\n" + s[b:])
+
+
+if __name__ == "__main__":
+    main()
