@@ -114,10 +114,16 @@ class GroupedMixerModel(nn.Module):
             object.__setattr__(self, "_g_s_cpu", copy.deepcopy(self.g_s).cpu().eval())
         return self._g_s_cpu
 
-    def _synthesize(self, y: torch.Tensor) -> torch.Tensor:
+    def _synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        """Pixels from the decoded latent. The inverse gain is computed where g_s runs, from the
+        same float32 parameters, so a CUDA decoder feeds g_s the very values a CPU decoder does
+        (exp on a GPU may differ from the CPU's in the last bit)."""
         g_s = self.decoding_synthesis()
         dev = next(g_s.parameters()).device
-        return run_synthesis(g_s, y.to(dev)).clamp_(0, 1).to(y.device)
+        log_inv_gain = self.log_inv_gain.detach().to(dev)
+        inv_gain = torch.exp(self._interp(log_inv_gain, torch.tensor([float(quality)], device=dev)))
+        y = y_hat.to(dev).float() * inv_gain[:, :, None, None]
+        return run_synthesis(g_s, y).clamp_(0, 1).to(y_hat.device)
 
     def _apply(self, fn, *args, **kwargs):  # .to(device) etc. must refresh the float64 copy
         object.__setattr__(self, "_coding", None)
@@ -153,7 +159,7 @@ class GroupedMixerModel(nn.Module):
         dev = next(self.parameters()).device
         timer = StageTimer(dev)
         q = torch.tensor([float(quality)], device=dev)
-        _, inv_gain, _, hinv = self.gains(q)
+        _, _, _, hinv = self.gains(q)
         cm = self.coding_modules()
         with timer.stage("hyper"):
             z_hat = self.hyper.entropy_bottleneck.decompress([z_string], z_shape)
@@ -165,14 +171,13 @@ class GroupedMixerModel(nn.Module):
         timer.stages["rans"] = sum(info["rans_step_s"])
         del timer.stages["entropy_model+rans"]
         with timer.stage("synthesis"):  # device- and thread-invariant, banded: see synthesis.py
-            x_hat = self._synthesize(y_hat.float() * inv_gain)
+            x_hat = self._synthesize(y_hat, quality)
         return {"x_hat": x_hat, "y_hat": y_hat, **info, "timings": timer.stages}
 
     @torch.inference_mode()
     def synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         dev = next(self.parameters()).device
-        _, inv_gain, _, _ = self.gains(torch.tensor([float(quality)], device=dev))
-        return self._synthesize(y_hat.float().to(dev) * inv_gain)
+        return self._synthesize(y_hat.to(dev), quality)
 
 
 def parameter_counts(model: GroupedMixerModel) -> dict[str, int]:
