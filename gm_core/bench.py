@@ -18,7 +18,7 @@ from .codec import Codec, _pad, image_to_tensor
 from .images import load_image
 
 
-def _median_time(fn, repeats: int, sync) -> tuple[float, object]:
+def median_time(fn, repeats: int, sync) -> tuple[float, object]:
     out = fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -41,8 +41,8 @@ def run_bench(codec: Codec, image_path: str, repeats: int = 3, partition: str | 
     data = None
     for key, spec, cache in (("ours_cache", part, True), ("ours_nocache", part, False),
                              ("ours_g1", "g1", True)):
-        t_enc, (data, etrace) = _median_time(lambda: codec.compress(img, spec), repeats, sync)
-        t_dec, (_, dtrace) = _median_time(lambda: codec.decompress(data, use_cache=cache), repeats, sync)
+        t_enc, (data, etrace) = median_time(lambda: codec.compress(img, spec), repeats, sync)
+        t_dec, (_, dtrace) = median_time(lambda: codec.decompress(data, use_cache=cache), repeats, sync)
         enc[key], dec[key] = t_enc, t_dec
         stages[key] = {"encode": etrace.timings, "decode": dtrace.timings,
                        "groups": etrace.partition.num_groups, "bytes": len(data)}
@@ -57,8 +57,8 @@ def run_bench(codec: Codec, image_path: str, repeats: int = 3, partition: str | 
                 net = ctor(quality=3, pretrained=False).eval().to(dev)
                 net.update(force=True)
             with torch.inference_mode():
-                t_enc, out = _median_time(lambda: net.compress(x), repeats, sync)
-                t_dec, _ = _median_time(lambda: net.decompress(out["strings"], out["shape"]),
+                t_enc, out = median_time(lambda: net.compress(x), repeats, sync)
+                t_dec, _ = median_time(lambda: net.decompress(out["strings"], out["shape"]),
                                         repeats, sync)
             enc[key], dec[key] = t_enc, t_dec
     res = {"image": str(image_path), "device": str(dev), "threads": torch.get_num_threads(),

@@ -63,9 +63,12 @@ class GroupedMixerModel(nn.Module):
 
     def gains(self, quality: torch.Tensor):
         """exp-interpolated gains for each sample: (B, C, 1, 1) each."""
-        def g(p):
-            return torch.exp(self._interp(p, quality))[:, :, None, None]
-        return g(self.log_gain), g(self.log_inv_gain), g(self.log_hyper_gain), g(self.log_hyper_inv_gain)
+        g = self._gain
+        return (g(self.log_gain, quality), g(self.log_inv_gain, quality),
+                g(self.log_hyper_gain, quality), g(self.log_hyper_inv_gain, quality))
+
+    def _gain(self, log_table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self._interp(log_table, quality))[:, :, None, None]
 
     # ------------------------------------------------------------------ training
     def forward(self, x, part: GroupPartition, quality: torch.Tensor):
@@ -120,9 +123,8 @@ class GroupedMixerModel(nn.Module):
         (exp on a GPU may differ from the CPU's in the last bit)."""
         g_s = self.decoding_synthesis()
         dev = next(g_s.parameters()).device
-        log_inv_gain = self.log_inv_gain.detach().to(dev)
-        inv_gain = torch.exp(self._interp(log_inv_gain, torch.tensor([float(quality)], device=dev)))
-        y = y_hat.to(dev).float() * inv_gain[:, :, None, None]
+        inv_gain = self._gain(self.log_inv_gain.detach().to(dev), torch.tensor([float(quality)], device=dev))
+        y = y_hat.to(dev).float() * inv_gain
         return run_synthesis(g_s, y).clamp_(0, 1).to(y_hat.device)
 
     def _apply(self, fn, *args, **kwargs):  # .to(device) etc. must refresh the float64 copy

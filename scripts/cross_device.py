@@ -18,52 +18,38 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gm_core.bench import median_time  # noqa: E402
 from gm_core.codec import Codec  # noqa: E402
 from gm_core.data import list_images  # noqa: E402
-from PIL import Image  # noqa: E402
+from gm_core.images import load_image  # noqa: E402
 
 
 def rgb(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
-
-
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def timed(codec, fn, repeats):
-    fn()  # warm-up (cuDNN autotune, allocator)
-    ts = []
-    for _ in range(repeats):
-        _sync(codec.device)
-        t = time.perf_counter()
-        fn()
-        _sync(codec.device)
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return load_image(path)[0]
 
 
 def latency(codecs, img, repeats):
     out = {}
     for name, c in codecs.items():
+        sync = (lambda: torch.cuda.synchronize()) if c.device.type == "cuda" else (lambda: None)
+
+        def timed(fn):
+            return median_time(fn, repeats, sync)[0]
+
         data, _ = c.compress(img)
         g1, _ = c.compress(img, partition="kc=1,grid=1x1")
         out[name] = {
-            "encode_s": timed(c, lambda: c.compress(img), repeats),
-            "decode_cache_s": timed(c, lambda: c.decompress(data, use_cache=True), repeats),
-            "decode_nocache_s": timed(c, lambda: c.decompress(data, use_cache=False), repeats),
-            "decode_g1_s": timed(c, lambda: c.decompress(g1), repeats),
+            "encode_s": timed(lambda: c.compress(img)),
+            "decode_cache_s": timed(lambda: c.decompress(data, use_cache=True)),
+            "decode_nocache_s": timed(lambda: c.decompress(data, use_cache=False)),
+            "decode_g1_s": timed(lambda: c.decompress(g1)),
         }
         _, tr = c.decompress(data)
         out[name]["decode_stages_s"] = tr.timings
@@ -82,7 +68,8 @@ def main(argv=None):
     ap.add_argument("--what", choices=("both", "cross", "latency"), default="both")
     args = ap.parse_args(argv)
 
-    codecs = {"cpu": Codec.load(args.checkpoint, "cpu"), args.gpu + "_": Codec.load(args.checkpoint, args.gpu)}
+    codecs = {"cpu": Codec.load(args.checkpoint, "cpu"),
+              args.gpu + "_": Codec.load(args.checkpoint, args.gpu)}
     names = list(codecs)
     qs = (range(codecs["cpu"].model.num_rates) if args.qualities == "all"
           else [float(q) for q in args.qualities.split(",")])
@@ -115,15 +102,13 @@ def main(argv=None):
                         mismatches += not ok
                         row["decodes"].append({"encoder": enc, "decoder": dec, "cache": cache,
                                                "same_latent": same_lat, "max_pixel_diff": diff,
-                                               "error": err})
+                                               "error": err, "ok": ok})
             report["rows"].append(row)
             Path(args.out).write_text(json.dumps(report, indent=1))  # partial results survive a kill
-            for d in row["decodes"]:
-                if not (d["same_latent"] and d["max_pixel_diff"] == 0):
-                    print("   ", d, flush=True)
-            print(f"{f.name} q{q}: same bytes {row['same_bytes']}, "
-                  f"bad decodes {sum(not (d['same_latent'] and d['max_pixel_diff'] == 0) for d in row['decodes'])}",
-                  flush=True)
+            bad = [d for d in row["decodes"] if not d["ok"]]
+            for d in bad:
+                print("   ", d, flush=True)
+            print(f"{f.name} q{q}: same bytes {row['same_bytes']}, bad decodes {len(bad)}", flush=True)
     report.update(streams=len(report["rows"]) * 2, decodes=decodes, mismatches=mismatches)
     if args.what != "cross":
         report["latency_image"] = files[0].name
