@@ -15,6 +15,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from .images import MAX_PIXELS  # a header cannot ask the decoder for more than an encoder takes
 from .partition import GroupPartition, PartitionError
 
 MAGIC = b"GMX"
@@ -24,7 +25,6 @@ _ORDERS = [("slice-major", "bayer"), ("phase-major", "bayer"), ("slice-major", "
 MAX_GROUPS = 4096
 MAX_SIDE = 1 << 16
 MAX_GRID = 8  # GroupPartition's limit per side, checked before a partition is built
-MAX_PIXELS = 4096 * 4096  # as images.MAX_PIXELS: a header cannot ask the decoder for more
 
 
 class ContainerError(ValueError):
