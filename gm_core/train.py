@@ -94,6 +94,15 @@ def validate(model: GroupedMixerModel, crops: torch.Tensor, part: GroupPartition
     return res
 
 
+def _run_fraction(run_s: float, budget: float, step: int, args) -> float:
+    """How far this run is through its budget: by wall time, or by steps without --minutes."""
+    if budget < float("inf"):
+        return run_s / budget
+    if args.steps:
+        return step / args.steps
+    return 0.0
+
+
 def train(args) -> Path:
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = torch.device(args.device if args.device != "auto" else
@@ -157,7 +166,8 @@ def train(args) -> Path:
     model.to(device).train()
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
 
-    bank = ImageBank(args.data, min_side=args.crop if not args.small_ok else 0)
+    big = max(args.crop, args.final_crop or 0)
+    bank = ImageBank(args.data, min_side=big if not args.small_ok else 0)
     gen = torch.Generator().manual_seed(args.seed * 1000 + rank * 7919 + step)
     part_rng = random.Random(args.seed + step)  # same on every rank: DDP needs equal graphs
     menu = partition_menu(cfg.M)
@@ -182,6 +192,8 @@ def train(args) -> Path:
         os.replace(state_path.with_suffix(".tmp"), state_path)
         meta = {"steps": step, "train_minutes": round((elapsed_total + time.time() - t_start) / 60, 1),
                 "data": str(args.data), "crop": args.crop, "batch": args.batch,
+                **({"final_crop": args.final_crop, "final_batch": args.final_batch or args.batch,
+                    "final_frac": args.final_frac} if args.final_crop else {}),
                 "metric": args.metric, "lambdas": list(cfg.lambdas)}
         save_checkpoint(model, out_dir / "model.safetensors", meta)
         model.train()
@@ -209,9 +221,14 @@ def train(args) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr
 
+        crop, batch = args.crop, args.batch
+        if args.final_crop and _run_fraction(run_s, budget, step, args) >= 1 - args.final_frac:
+            # Small crops teach local statistics cheaply; the last part of the run sees the
+            # larger context that full images have (design note, section 8).
+            crop, batch = args.final_crop, args.final_batch or args.batch
         part = default_part if part_rng.random() < args.default_prob else part_rng.choice(menu)
-        x = bank.batch(args.batch, args.crop, gen).to(device)
-        q = torch.randint(model.num_rates, (args.batch,), generator=gen).float().to(device)
+        x = bank.batch(batch, crop, gen).to(device)
+        q = torch.randint(model.num_rates, (batch,), generator=gen).float().to(device)
         out = net(x, part, q)
         loss, bpp, mse = rd_loss(out, x, model.lmbda(q), args.metric)
         aux = model.aux_loss()
@@ -224,7 +241,7 @@ def train(args) -> Path:
         step += 1
         bar.update(1)
         for k, v in (("loss", loss), ("bpp", bpp), ("mse", mse), ("aux", aux)):
-            acc[k] += float(v)
+            acc[k] += float(v.detach())
         acc["n"] += 1
         if rank == 0 and step % args.log_every == 0:
             n = acc.pop("n")
@@ -275,6 +292,10 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=None, help="stop at this total step count")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--final-crop", type=int, default=0,
+                   help="crop size for the last --final-frac of the run (start small, finish larger)")
+    p.add_argument("--final-batch", type=int, default=0, help="batch size with --final-crop (default: --batch)")
+    p.add_argument("--final-frac", type=float, default=0.3)
     p.add_argument("--small-ok", action="store_true", help="upsample images smaller than the crop")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--warmup", type=int, default=300)

@@ -73,3 +73,27 @@ def test_train_bench_writes_its_report(tmp_path, tiny_data):
     assert len(r["points"]) == 6
     for p in r["points"]:
         assert p["bpp"] > 0 and np.isfinite(p["gap_to_jpeg_db"])
+
+
+def test_final_crop_switches_crop_and_batch_for_the_last_part(tmp_path, tiny_data, monkeypatch):
+    import signal
+
+    from gm_core import train as train_mod
+    seen = []
+    real_batch = train_mod.ImageBank.batch
+
+    def spy(self, n, crop, gen):
+        seen.append((n, crop))
+        return real_batch(self, n, crop, gen)
+
+    monkeypatch.setattr(train_mod.ImageBank, "batch", spy)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # keep pytest's own handlers
+    args = train_mod.build_parser().parse_args(
+        ["--out", str(tmp_path / "run"), "--data", str(tiny_data), "--val", "", "--steps", "4",
+         "--batch", "2", "--crop", "64", "--final-crop", "128", "--final-batch", "1",
+         "--final-frac", "0.5", "--quiet"])
+    train_mod.train(args)
+    assert seen == [(2, 64), (2, 64), (1, 128), (1, 128)]
+    from gm_core.checkpoint import read_metadata
+    meta = read_metadata(tmp_path / "run" / "model.safetensors")["meta"]
+    assert meta["final_crop"] == 128 and meta["final_batch"] == 1
