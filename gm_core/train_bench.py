@@ -67,6 +67,7 @@ def run_train_bench(args) -> dict:
         "final_train_loss": steps[-1]["loss"] if steps else None,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "ran_beside": args.beside,
         "eval_images": len(images), "points": points, "meta": meta,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -89,6 +90,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/bench_RECIPE)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--json", default=None, help="report path (default benchmarks/train/RECIPE.json)")
+    p.add_argument("--beside", default="",
+                   help="what else ran on the machine (steps per minute depend on it)")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
 
 

@@ -28,14 +28,15 @@ def as_result(rep: dict) -> dict:
 def table(anchor: str) -> str:
     reps = [json.loads(p.read_text()) for p in sorted(BENCH.glob("*.json"))]
     ref = next((r for r in reps if r["recipe"] == anchor), None)
-    rows = ["| recipe | train args | budget (min) | steps | threads | mid-point bpp | PSNR (dB) | "
+    rows = ["| recipe | train args | ran beside | budget (min) | steps | threads | mid-point bpp | PSNR (dB) | "
             "gap to JPEG (dB), mid | mean gap to JPEG (dB) | BD-rate vs " + anchor + " |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reps:
         mid = r["points"][len(r["points"]) // 2]
         gaps = [p["gap_to_jpeg_db"] for p in r["points"]]
         bd = bd_rate(as_result(ref), as_result(r)) if ref and r is not ref else None
-        rows.append(f"| {r['recipe']} | `{r['train_args']}` | {r['budget_minutes']:g} | {r['steps']} | "
+        rows.append(f"| {r['recipe']} | `{r['train_args']}` | {r.get('ran_beside') or 'unrecorded'} | "
+                    f"{r['budget_minutes']:g} | {r['steps']} | "
                     f"{r['machine']['cpu_threads']} | {mid['bpp']:.3f} | {mid['psnr']:.2f} | "
                     f"{mid['gap_to_jpeg_db']:+.2f} | {sum(gaps) / len(gaps):+.2f} | "
                     f"{'' if bd is None else f'{bd:+.1f}%'} |")

@@ -66,10 +66,10 @@ def test_torchrun_two_gloo_processes(tmp_path, tiny_data):
 def test_train_bench_writes_its_report(tmp_path, tiny_data):
     report = tmp_path / "r.json"
     _run(["-m", "gm_core", "train-bench", "--recipe", "smoke", "--minutes", "0.05", "--images", str(tiny_data),
-          "--limit", "1", "--out", str(tmp_path / "tb"), "--json", str(report), "--",
+          "--limit", "1", "--out", str(tmp_path / "tb"), "--json", str(report), "--beside", "nothing", "--",
           "--data", str(tiny_data), "--batch", "2", "--crop", "64", "--threads", "1"], ROOT)
     r = json.loads(report.read_text())
-    assert r["recipe"] == "smoke" and r["steps"] >= 1
+    assert r["recipe"] == "smoke" and r["steps"] >= 1 and r["ran_beside"] == "nothing"
     assert len(r["points"]) == 6
     for p in r["points"]:
         assert p["bpp"] > 0 and np.isfinite(p["gap_to_jpeg_db"])
