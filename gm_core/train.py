@@ -206,6 +206,7 @@ def train(args) -> Path:
 
     while True:
         run_s = time.time() - t_start
+        progress = _run_fraction(run_s, budget, step, args)
         stop = torch.tensor([float(run_s >= budget or bool(args.steps and step >= args.steps)
                                    or bool(interrupted))])
         if ddp:
@@ -215,14 +216,14 @@ def train(args) -> Path:
         # Warm-up of fresh moments, then constant; the last decay_frac of the budget anneals.
         lr = args.lr * min(1.0, (step - warm_from + 1) / args.warmup)
         if budget < float("inf") and args.decay_frac > 0:
-            frac = (run_s / budget - (1 - args.decay_frac)) / args.decay_frac
+            frac = (progress - (1 - args.decay_frac)) / args.decay_frac
             if frac > 0:
                 lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         for g in opt.param_groups:
             g["lr"] = lr
 
         crop, batch = args.crop, args.batch
-        if args.final_crop and _run_fraction(run_s, budget, step, args) >= 1 - args.final_frac:
+        if args.final_crop and progress >= 1 - args.final_frac:
             # Small crops teach local statistics cheaply; the last part of the run sees the
             # larger context that full images have (design note, section 8).
             crop, batch = args.final_crop, args.final_batch or args.batch
@@ -241,7 +242,7 @@ def train(args) -> Path:
         step += 1
         bar.update(1)
         for k, v in (("loss", loss), ("bpp", bpp), ("mse", mse), ("aux", aux)):
-            acc[k] += float(v.detach())
+            acc[k] += v.item()
         acc["n"] += 1
         if rank == 0 and step % args.log_every == 0:
             n = acc.pop("n")
