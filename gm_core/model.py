@@ -71,12 +71,20 @@ class GroupedMixerModel(nn.Module):
         return torch.exp(self._interp(log_table, quality))[:, :, None, None]
 
     # ------------------------------------------------------------------ training
-    def forward(self, x, part: GroupPartition, quality: torch.Tensor):
+    def forward(self, x, part: GroupPartition, quality: torch.Tensor, amp: torch.dtype | None = None):
+        """Training pass. ``amp`` (e.g. torch.bfloat16) runs the pixel-domain transforms g_a and
+        g_s, nearly all of the FLOPs, in that precision under autocast; the entropy side (h_a,
+        h_s, the mixer, the likelihoods) stays float32, because bits are sums of logs of small
+        probabilities that bfloat16's 8-bit mantissa would blur."""
         gain, inv_gain, hgain, hinv = self.gains(quality)
-        y = self.g_a(x) * gain
+        with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            y = self.g_a(x)
+        y = y.float() * gain
         psi, z_lik = self.hyper(y, hgain, hinv)
         y_hat, y_lik = self.latent(y, psi, part)
-        x_hat = self.g_s(y_hat * inv_gain)
+        with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            x_hat = self.g_s(y_hat * inv_gain)
+        x_hat = x_hat.float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik},
                 "group_bits": group_sums(-torch.log2(y_lik), part)}
 

@@ -164,6 +164,7 @@ def train(args) -> Path:
     for g in opt.param_groups:
         g["lr"] = args.lr
     model.to(device).train()
+    amp = {"off": None, "bf16": torch.bfloat16}[args.amp]
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
 
     big = max(args.crop, args.final_crop or 0)
@@ -194,7 +195,8 @@ def train(args) -> Path:
                 "data": str(args.data), "crop": args.crop, "batch": args.batch,
                 **({"final_crop": args.final_crop, "final_batch": args.final_batch or args.batch,
                     "final_frac": args.final_frac} if args.final_crop else {}),
-                "metric": args.metric, "lambdas": list(cfg.lambdas)}
+                "metric": args.metric, "lambdas": list(cfg.lambdas),
+                **({"amp": args.amp} if amp is not None else {})}
         save_checkpoint(model, out_dir / "model.safetensors", meta)
         model.train()
 
@@ -230,7 +232,7 @@ def train(args) -> Path:
         part = default_part if part_rng.random() < args.default_prob else part_rng.choice(menu)
         x = bank.batch(batch, crop, gen).to(device)
         q = torch.randint(model.num_rates, (batch,), generator=gen).float().to(device)
-        out = net(x, part, q)
+        out = net(x, part, q, amp=amp)
         loss, bpp, mse = rd_loss(out, x, model.lmbda(q), args.metric)
         aux = model.aux_loss()
         opt.zero_grad(set_to_none=True)
@@ -304,6 +306,8 @@ def add_arguments(p) -> None:
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--default-prob", type=float, default=0.3,
                    help="share of batches coded with the config's default partition")
+    p.add_argument("--amp", choices=("off", "bf16"), default="off",
+                   help="bf16: g_a and g_s under bfloat16 autocast (the entropy side stays float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")

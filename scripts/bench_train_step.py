@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Training-step speed of the precision modes, measured in one run on the same batches.
+
+    .venv/bin/python scripts/bench_train_step.py                       # tiny, 8 x 128x128, 1 thread
+    .venv/bin/python scripts/bench_train_step.py --crop 256 --threads 2 --out benchmarks/x.json
+
+Each mode (float32; bfloat16 autocast of g_a and g_s, the trainer's ``--amp bf16``) runs the
+trainer's own step (forward, rate-distortion loss, backward, clipping, Adam) on the same
+training crops, partition and rate points. Modes alternate round by round, so a neighbour's
+load falls on both alike; the median step time per mode and the ratio to float32 are printed
+as JSON. Speed only: whether a mode trains as well per step is for ``train-bench`` to say.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gm_core.config import get_config  # noqa: E402
+from gm_core.data import ImageBank  # noqa: E402
+from gm_core.model import GroupedMixerModel  # noqa: E402
+from gm_core.partition import GroupPartition  # noqa: E402
+from gm_core.train import rd_loss  # noqa: E402
+
+MODES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="tiny")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "train"))
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=4, help="steps per mode per round")
+    ap.add_argument("--modes", default="fp32,bf16")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    device = torch.device(args.device)
+    cfg = get_config(args.config)
+    modes = args.modes.split(",")
+    torch.manual_seed(0)
+    model = GroupedMixerModel(cfg).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)  # small: the weights barely move
+    part = GroupPartition.parse(cfg.default_partition, cfg.M)
+    gen = torch.Generator().manual_seed(0)
+    bank = ImageBank(args.data, min_side=args.crop)
+    batches = [bank.batch(args.batch, args.crop, gen).to(device) for _ in range(args.steps)]
+    q = torch.arange(args.batch, device=device).float() % model.num_rates
+
+    def step(x, amp):
+        out = model(x, part, q, amp=amp)
+        loss, _, _ = rd_loss(out, x, model.lmbda(q))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = {m: [] for m in modes}
+    losses = {m: [] for m in modes}
+    for m in modes:  # warm-up: oneDNN picks and caches its kernels per shape and dtype
+        step(batches[0], MODES[m])
+    for _ in range(args.rounds):
+        for m in modes:
+            for x in batches:
+                sync()
+                t0 = time.perf_counter()
+                losses[m].append(step(x, MODES[m]))
+                sync()
+                times[m].append(time.perf_counter() - t0)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    report = {
+        "config": args.config, "batch": args.batch, "crop": args.crop, "threads": args.threads,
+        "device": str(device), "cpu": platform.processor() or platform.machine(),
+        "steps_per_mode": len(times[modes[0]]),
+        "median_step_s": {m: round(v, 4) for m, v in med.items()},
+        "steps_per_minute": {m: round(60 / v, 1) for m, v in med.items()},
+        "speedup_vs_fp32": {m: round(med["fp32"] / v, 3) for m, v in med.items()} if "fp32" in med else None,
+        "mean_loss": {m: round(statistics.fmean(v), 4) for m, v in losses.items()},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
