@@ -165,6 +165,8 @@ def train(args) -> Path:
         g["lr"] = args.lr
     model.to(device).train()
     amp = {"off": None, "bf16": torch.bfloat16}[args.amp]
+    if amp is not None and device.type == "cpu" and rank == 0 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        print("note: this CPU has no native bfloat16 (AVX512-BF16/AMX); --amp bf16 may be slower than float32")
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
 
     big = max(args.crop, args.final_crop or 0)
