@@ -77,12 +77,12 @@ class GroupedMixerModel(nn.Module):
         h_s, the mixer, the likelihoods) stays float32, because bits are sums of logs of small
         probabilities that bfloat16's 8-bit mantissa would blur."""
         gain, inv_gain, hgain, hinv = self.gains(quality)
-        with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with _autocast(x.device.type, amp):
             y = self.g_a(x)
         y = y.float() * gain
         psi, z_lik = self.hyper(y, hgain, hinv)
         y_hat, y_lik = self.latent(y, psi, part)
-        with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        with _autocast(x.device.type, amp):
             x_hat = self.g_s(y_hat * inv_gain)
         x_hat = x_hat.float()
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik},
@@ -188,6 +188,11 @@ class GroupedMixerModel(nn.Module):
     def synthesize(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         dev = next(self.parameters()).device
         return self._synthesize(y_hat.to(dev), quality)
+
+
+def _autocast(device_type: str, amp: torch.dtype | None):
+    """Autocast to ``amp`` for the pixel transforms; a no-op context when ``amp`` is None."""
+    return torch.autocast(device_type, dtype=amp or torch.bfloat16, enabled=amp is not None)
 
 
 def parameter_counts(model: GroupedMixerModel) -> dict[str, int]:

@@ -4,9 +4,10 @@
     .venv/bin/python scripts/bench_train_step.py                       # tiny, 8 x 128x128, 1 thread
     .venv/bin/python scripts/bench_train_step.py --crop 256 --threads 2 --out benchmarks/x.json
 
-Each mode (float32; bfloat16 autocast of g_a and g_s, the trainer's ``--amp bf16``) runs the
-trainer's own step (forward, rate-distortion loss, backward, clipping, Adam) on the same
-training crops, partition and rate points. Modes alternate round by round, so a neighbour's
+Each mode (float32; bfloat16 autocast of g_a and g_s, the trainer's ``--amp bf16``) runs a
+training step as the trainer does (forward, rate-distortion loss, backward, clipping, Adam; the
+EntropyBottleneck's small auxiliary loss left out) on the same training crops, partition and
+rate points. Modes alternate round by round, so a neighbour's
 load falls on both alike; the median step time per mode and the ratio to float32 are printed
 as JSON. Speed only: whether a mode trains as well per step is for ``train-bench`` to say.
 """
