@@ -94,6 +94,42 @@ def validate(model: GroupedMixerModel, crops: torch.Tensor, part: GroupPartition
     return res
 
 
+def lr_at(base: float, steps_since_fresh: int, warmup: int, progress: float,
+          decay_frac: float) -> float:
+    """The learning rate: linear warm-up of fresh Adam moments, constant, then a cosine anneal
+    to 0.1x over the last ``decay_frac`` of the run (``progress`` in [0, 1])."""
+    lr = base * min(1.0, (steps_since_fresh + 1) / max(warmup, 1))
+    if decay_frac > 0:
+        frac = (progress - (1 - decay_frac)) / decay_frac
+        if frac > 0:
+            lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+    return lr
+
+
+def train_step(net, model: GroupedMixerModel, x: torch.Tensor, part: GroupPartition,
+               q: torch.Tensor, opt, aux_opt, main_params, clip: float, metric: str = "mse",
+               amp=None) -> dict[str, float]:
+    """One optimisation step as the trainer takes it: RD loss plus the EntropyBottleneck's aux
+    loss, backward, clipping, both Adam updates. ``net`` is ``model`` or its DDP wrapper."""
+    out = net(x, part, q, amp=amp)
+    loss, bpp, mse = rd_loss(out, x, model.lmbda(q), metric)
+    aux = model.aux_loss()
+    opt.zero_grad(set_to_none=True)
+    aux_opt.zero_grad(set_to_none=True)
+    (loss + aux).backward()
+    torch.nn.utils.clip_grad_norm_(main_params, clip)
+    opt.step()
+    aux_opt.step()
+    return {"loss": loss.item(), "bpp": bpp.item(), "mse": mse.item(), "aux": aux.item()}
+
+
+def make_optimizers(model: GroupedMixerModel, lr: float):
+    """Adam for the network, and a separate Adam for the EntropyBottleneck's quantiles (aux)."""
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    return torch.optim.Adam(main_params, lr=lr), torch.optim.Adam(aux_params, lr=1e-3), main_params
+
+
 def _run_fraction(run_s: float, budget: float, step: int, args) -> float:
     """How far this run is through its budget: by wall time, or by steps without --minutes."""
     if budget < float("inf"):
@@ -130,10 +166,7 @@ def train(args) -> Path:
         cfg = dataclasses.replace(cfg, lambdas=tuple(args.lmbda))
     torch.manual_seed(args.seed + rank)
     model = GroupedMixerModel(cfg).to(device)
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    opt = torch.optim.Adam(main_params, lr=args.lr)
-    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    opt, aux_opt, main_params = make_optimizers(model, args.lr)
     step, elapsed_total = 0, 0.0
     fresh_opt = True  # fresh Adam moments need a warm-up, also when the weights are not fresh
     if state_path.exists():
@@ -217,12 +250,8 @@ def train(args) -> Path:
             dist.all_reduce(stop)
         if stop.item() > 0:
             break
-        # Warm-up of fresh moments, then constant; the last decay_frac of the budget anneals.
-        lr = args.lr * min(1.0, (step - warm_from + 1) / args.warmup)
-        if budget < float("inf") and args.decay_frac > 0:
-            frac = (progress - (1 - args.decay_frac)) / args.decay_frac
-            if frac > 0:
-                lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        lr = lr_at(args.lr, step - warm_from, args.warmup,
+                   progress if budget < float("inf") else 0.0, args.decay_frac)
         for g in opt.param_groups:
             g["lr"] = lr
 
@@ -234,19 +263,12 @@ def train(args) -> Path:
         part = default_part if part_rng.random() < args.default_prob else part_rng.choice(menu)
         x = bank.batch(batch, crop, gen).to(device)
         q = torch.randint(model.num_rates, (batch,), generator=gen).float().to(device)
-        out = net(x, part, q, amp=amp)
-        loss, bpp, mse = rd_loss(out, x, model.lmbda(q), args.metric)
-        aux = model.aux_loss()
-        opt.zero_grad(set_to_none=True)
-        aux_opt.zero_grad(set_to_none=True)
-        (loss + aux).backward()
-        torch.nn.utils.clip_grad_norm_(main_params, args.clip)
-        opt.step()
-        aux_opt.step()
+        stats = train_step(net, model, x, part, q, opt, aux_opt, main_params, args.clip,
+                           args.metric, amp)
         step += 1
         bar.update(1)
-        for k, v in (("loss", loss), ("bpp", bpp), ("mse", mse), ("aux", aux)):
-            acc[k] += v.item()
+        for k, v in stats.items():
+            acc[k] += v
         acc["n"] += 1
         if rank == 0 and step % args.log_every == 0:
             n = acc.pop("n")

@@ -5,9 +5,9 @@
     .venv/bin/python scripts/bench_train_step.py --crop 256 --threads 2 --out benchmarks/x.json
 
 Each mode (float32; bfloat16 autocast of g_a and g_s, the trainer's ``--amp bf16``) runs a
-training step as the trainer does (forward, rate-distortion loss, backward, clipping, Adam; the
-EntropyBottleneck's small auxiliary loss left out) on the same training crops, partition and
-rate points. Modes alternate round by round, so a neighbour's
+training step with the trainer's own ``train_step`` (forward, rate-distortion and auxiliary
+loss, backward, clipping, both Adam updates) on the same training crops, partition and rate
+points. Modes alternate round by round, so a neighbour's
 load falls on both alike; the median step time per mode and the ratio to float32 are printed
 as JSON. Speed only: whether a mode trains as well per step is for ``train-bench`` to say.
 """
@@ -30,7 +30,7 @@ from gm_core.config import get_config  # noqa: E402
 from gm_core.data import ImageBank  # noqa: E402
 from gm_core.model import GroupedMixerModel  # noqa: E402
 from gm_core.partition import GroupPartition  # noqa: E402
-from gm_core.train import rd_loss  # noqa: E402
+from gm_core.train import make_optimizers, train_step  # noqa: E402
 
 MODES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     modes = args.modes.split(",")
     torch.manual_seed(0)
     model = GroupedMixerModel(cfg).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-5)  # small: the weights barely move
+    opt, aux_opt, main_params = make_optimizers(model, lr=1e-5)  # small: the weights barely move
     part = GroupPartition.parse(cfg.default_partition, cfg.M)
     gen = torch.Generator().manual_seed(0)
     bank = ImageBank(args.data, min_side=args.crop)
@@ -64,13 +64,7 @@ def main(argv=None) -> dict:
     q = torch.arange(args.batch, device=device).float() % model.num_rates
 
     def step(x, amp):
-        out = model(x, part, q, amp=amp)
-        loss, _, _ = rd_loss(out, x, model.lmbda(q))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return loss.item()
+        return train_step(model, model, x, part, q, opt, aux_opt, main_params, 1.0, amp=amp)["loss"]
 
     def sync():
         if device.type == "cuda":

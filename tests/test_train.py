@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gm_core.train import partition_menu
+from gm_core.train import lr_at, partition_menu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +32,20 @@ def test_partition_menu_covers_the_app_menu():
     for s in ("kc=1,grid=1x1", "kc=4,grid=2x2", "kc=8,grid=4x4", "slices=32+32+64+64,grid=2x2",
               "slices=16+16+32+64+64,grid=4x4", "kc=4,grid=2x2,order=phase-major"):
         assert s in specs
+
+
+def test_lr_schedule_warms_up_holds_then_anneals_to_a_tenth():
+    base = 1e-3
+    assert lr_at(base, 0, 100, 0.0, 0.4) == pytest.approx(base / 100)  # fresh moments: warm-up
+    assert lr_at(base, 49, 100, 0.0, 0.4) == pytest.approx(base / 2)
+    assert lr_at(base, 5000, 100, 0.3, 0.4) == base  # constant until the anneal
+    assert lr_at(base, 5000, 100, 0.6, 0.4) == base
+    assert lr_at(base, 5000, 100, 0.8, 0.4) == pytest.approx(base * 0.55)  # cosine midpoint
+    assert lr_at(base, 5000, 100, 1.0, 0.4) == pytest.approx(base * 0.1)
+    assert lr_at(base, 5000, 100, 1.7, 0.4) == pytest.approx(base * 0.1)  # past the budget: floor
+    assert lr_at(base, 5000, 100, 0.99, 0.0) == base  # no anneal asked for
+    lrs = [lr_at(base, 5000, 100, f / 100, 0.4) for f in range(101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
 def test_train_resume_and_loss_is_finite(tmp_path, tiny_data):
