@@ -7,9 +7,9 @@
 Each mode (float32; bfloat16 autocast of g_a and g_s, the trainer's ``--amp bf16``) runs a
 training step with the trainer's own ``train_step`` (forward, rate-distortion and auxiliary
 loss, backward, clipping, both Adam updates) on the same training crops, partition and rate
-points. Modes alternate round by round, so a neighbour's
-load falls on both alike; the median step time per mode and the ratio to float32 are printed
-as JSON. Speed only: whether a mode trains as well per step is for ``train-bench`` to say.
+points. Modes alternate round by round, so a neighbour's load falls on both alike; the median
+step time per mode and the ratio to float32 are printed as JSON. Speed only: whether a mode
+trains as well per step is for ``train-bench`` to say.
 """
 from __future__ import annotations
 
