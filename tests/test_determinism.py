@@ -77,6 +77,21 @@ def test_a_table_index_flip_is_an_error_not_a_wrong_image():
         tables.encode(y + (MAX_SYMBOL + 1), mean, scale)
 
 
+def test_table_subset_is_np_unique_in_linear_time():
+    """The rANS calls get the tables a group uses, in index order, and each symbol's position
+    among them; streams depend on exactly that order, so it must equal np.unique's."""
+    tables = gaussian_tables()
+    n = len(tables.cdfs)
+    rng = np.random.default_rng(0)
+    for idx in (rng.integers(0, n, 5000), np.array([n - 1, 0, n - 1, 7]), np.array([3])):
+        inv, cdfs, lengths, offsets = tables._subset(idx)
+        uniq, ref = np.unique(idx, return_inverse=True)
+        assert inv == ref.ravel().tolist()
+        assert cdfs == [tables.cdfs[i] for i in uniq]
+        assert lengths == [tables.lengths[i] for i in uniq]
+        assert offsets == [tables.offsets[i] for i in uniq]
+
+
 def test_codec_turns_a_divergence_into_container_error(scaled_codec, crop, monkeypatch):
     """A decoder whose entropy model drifts (simulated) refuses the stream."""
     data, _ = scaled_codec.compress(crop[:64, :64])
