@@ -62,7 +62,11 @@ def run_train_bench(args) -> dict:
     steps = [r for r in log if "loss" in r]
     report = {
         "recipe": args.recipe, "config": args.config, "budget_minutes": args.minutes,
-        "train_args": " ".join(args.train_args), "train_seconds": round(train_s, 1),
+        "train_args": " ".join(args.train_args),
+        # every option as resolved, so a later change of the trainer's defaults leaves the
+        # recipe reproducible (the checkpoint's meta holds what --amp auto chose)
+        "train_options": {k: v for k, v in vars(targs).items() if k != "out"},
+        "train_seconds": round(train_s, 1),
         "steps": meta["steps"],
         "final_train_loss": steps[-1]["loss"] if steps else None,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),

@@ -159,6 +159,18 @@ def test_train_records_amp_in_the_checkpoint(tmp_path, tiny_data, monkeypatch):
     assert read_metadata(tmp_path / "run" / "model.safetensors")["meta"]["amp"] == "bf16"
 
 
+def test_amp_auto_is_bf16_exactly_where_it_runs_natively(monkeypatch):
+    from gm_core import train as train_mod
+    cpu = torch.device("cpu")
+    assert train_mod.resolve_amp("off", cpu) is None
+    assert train_mod.resolve_amp("bf16", cpu) is torch.bfloat16
+    for native in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+        assert train_mod.resolve_amp("auto", cpu) is (torch.bfloat16 if native else None)
+    args = train_mod.build_parser().parse_args(["--out", "x"])
+    assert args.amp == "auto" and args.default_prob == 0.7  # the measured recipe is the default
+
+
 def test_bench_train_step_reports_both_modes(tmp_path, tiny_data):
     out = tmp_path / "step.json"
     _run(["scripts/bench_train_step.py", "--data", str(tiny_data), "--batch", "1", "--crop", "64",
