@@ -225,6 +225,7 @@ def train(args) -> Path:
     part_rng = random.Random(args.seed + step)  # same on every rank: DDP needs equal graphs
     menu = partition_menu(cfg.M)
     default_part = GroupPartition.parse(cfg.default_partition, cfg.M)
+    g1_part = GroupPartition.parse("g1", cfg.M)
     val_crops = center_crops(args.val, 256, limit=args.val_images) if (args.val and rank == 0) else None
     log = open(out_dir / "log.jsonl", "a") if rank == 0 else None
 
@@ -247,6 +248,7 @@ def train(args) -> Path:
                 "data": str(args.data), "crop": args.crop, "batch": args.batch,
                 **({"final_crop": args.final_crop, "final_batch": args.final_batch or args.batch,
                     "final_frac": args.final_frac} if args.final_crop else {}),
+                **({"g1_frac": args.g1_frac} if args.g1_frac else {}),
                 "metric": args.metric, "lambdas": list(cfg.lambdas),
                 "amp": "bf16" if amp is not None else "off"}
         save_checkpoint(model, out_dir / "model.safetensors", meta)
@@ -278,6 +280,10 @@ def train(args) -> Path:
             # larger context that full images have (design note, section 8).
             crop, batch = args.final_crop, args.final_batch or args.batch
         part = default_part if part_rng.random() < args.default_prob else part_rng.choice(menu)
+        if progress < args.g1_frac:
+            # Warm start as a plain hyperprior: a quarter of the default partition's mixer
+            # tokens per step, while the transforms learn what any context model needs first.
+            part = g1_part
         x = bank.batch(batch, crop, gen).to(device)
         q = torch.randint(model.num_rates, (batch,), generator=gen).float().to(device)
         stats = train_step(net, model, x, part, q, opt, aux_opt, main_params, args.clip,
@@ -348,6 +354,9 @@ def add_arguments(p) -> None:
     p.add_argument("--default-prob", type=float, default=0.7,
                    help="share of batches coded with the config's default partition (the rest "
                         "draw from the partition menu)")
+    p.add_argument("--g1-frac", type=float, default=0.0,
+                   help="train the first part of the run at G=1 (a plain hyperprior) before "
+                        "drawing partitions: a warm start of the entropy model")
     p.add_argument("--amp", choices=("auto", "off", "bf16"), default="auto",
                    help="bf16: g_a and g_s under bfloat16 autocast (the entropy side stays "
                         "float32); auto: bf16 where the hardware runs it natively")

@@ -113,6 +113,28 @@ def test_final_crop_switches_crop_and_batch_for_the_last_part(tmp_path, tiny_dat
     assert meta["final_crop"] == 128 and meta["final_batch"] == 1
 
 
+def test_g1_warm_start_codes_the_first_part_at_g1(tmp_path, tiny_data, monkeypatch):
+    import signal
+
+    from gm_core import train as train_mod
+    seen = []
+    real_step = train_mod.train_step
+
+    def spy(net, model, x, part, *a, **k):
+        seen.append(part.num_groups)
+        return real_step(net, model, x, part, *a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    args = train_mod.build_parser().parse_args(
+        ["--out", str(tmp_path / "run"), "--data", str(tiny_data), "--val", "", "--steps", "4",
+         "--batch", "1", "--crop", "64", "--g1-frac", "0.5", "--default-prob", "1", "--quiet"])
+    train_mod.train(args)
+    assert seen == [1, 1, 16, 16]  # then the default partition, slices=32+32+64+64 x 2x2
+    from gm_core.checkpoint import read_metadata
+    assert read_metadata(tmp_path / "run" / "model.safetensors")["meta"]["g1_frac"] == 0.5
+
+
 def test_bf16_autocast_covers_only_the_pixel_transforms():
     from gm_core.model import GroupedMixerModel
     from gm_core.config import get_config
