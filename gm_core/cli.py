@@ -67,6 +67,8 @@ def cmd_decompress(args):
 
 
 def cmd_info(args):
+    if args.file and Path(args.file).suffix == ".safetensors":  # a checkpoint, not a stream
+        args.checkpoint, args.file = args.file, None
     if args.file:
         from . import container
         data = Path(args.file).read_bytes()
@@ -108,7 +110,7 @@ def build_parser():
     d.add_argument("output")
     _common(d, decode=True)
     i = sub.add_parser("info", help="print a .gmx header, a config's or a checkpoint's facts")
-    i.add_argument("file", nargs="?")
+    i.add_argument("file", nargs="?", help="a .gmx stream or a .safetensors checkpoint")
     i.add_argument("--config", default=None)
     _common(i)
     from . import train as train_mod

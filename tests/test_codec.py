@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -172,6 +173,8 @@ def test_cli_round_trip_and_errors(tmp_path, crop, scaled_codec):
     assert Image.open(tmp_path / "o.png").size == (crop.shape[1], crop.shape[0])
     r = run("info", str(tmp_path / "a.gmx"))
     assert r.returncode == 0 and '"partition": "kc=2,grid=2x2"' in r.stdout
+    r = run("info", str(ck))  # a checkpoint given as the file
+    assert r.returncode == 0 and json.loads(r.stdout)["model_id"] == scaled_codec.model_id
     (tmp_path / "bad.gmx").write_bytes(b"not a stream")
     for args in (["decompress", str(tmp_path / "bad.gmx"), str(tmp_path / "x.png"), "--checkpoint", str(ck)],
                  ["compress", str(tmp_path / "bad.gmx"), str(tmp_path / "x.gmx"), "--checkpoint", str(ck)],
