@@ -282,7 +282,8 @@ def train(args) -> Path:
         part = default_part if part_rng.random() < args.default_prob else part_rng.choice(menu)
         if progress < args.g1_frac:
             # Warm start as a plain hyperprior: a quarter of the default partition's mixer
-            # tokens per step, while the transforms learn what any context model needs first.
+            # tokens per step. Whether transforms first trained this way give the context
+            # model a better start is what the recipe measures.
             part = g1_part
         x = bank.batch(batch, crop, gen).to(device)
         q = torch.randint(model.num_rates, (batch,), generator=gen).float().to(device)
