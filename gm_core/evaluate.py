@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +95,13 @@ def bd_rate(anchor, test) -> float | None:
     rt, dt = _psnr_curve(test)
     # Keep the anchor's points inside the test's PSNR range plus one point either side.
     try:
-        return float(bd.bd_rate(ra, da, rt, dt, method="pchip", require_matching_points=False,
-                                min_overlap=0.0))
+        with warnings.catch_warnings():  # curves that do not overlap warn and give NaN: None here
+            warnings.simplefilter("ignore", UserWarning)
+            v = float(bd.bd_rate(ra, da, rt, dt, method="pchip", require_matching_points=False,
+                                 min_overlap=0.0))
     except Exception:
         return None
+    return v if math.isfinite(v) else None
 
 
 def rd_report(results: list[dict], classical_res: dict, reference: dict) -> dict:

@@ -24,10 +24,11 @@ BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "train"
 CLASSICAL_CACHE = Path(__file__).resolve().parent.parent / "assets" / "results" / "kodak_classical.json"
 
 
-def jpeg_psnr_at(bpp: float, jpeg: dict) -> float:
-    """Pillow JPEG's PSNR at ``bpp``, interpolated in log-rate along its quality sweep."""
-    b = np.asarray(jpeg["results"]["bpp"])
-    p = np.asarray(jpeg["results"]["psnr-rgb"])
+def psnr_at(bpp: float, curve: dict) -> float:
+    """A codec's PSNR at ``bpp`` (CompressAI result format), interpolated in log-rate along its
+    points: Pillow JPEG's quality sweep, or another recipe's rate points."""
+    b = np.asarray(curve["results"]["bpp"])
+    p = np.asarray(curve["results"]["psnr-rgb"])
     order = np.argsort(b)
     return float(np.interp(np.log(bpp), np.log(b[order]), p[order]))
 
@@ -55,7 +56,7 @@ def run_train_bench(args) -> dict:
         jpeg = classical_results(images, codecs=("JPEG",), progress=False)["JPEG"]
     points = []
     for q, b, p in zip(qualities, res["results"]["bpp"], res["results"]["psnr-rgb"]):
-        j = jpeg_psnr_at(b, jpeg)
+        j = psnr_at(b, jpeg)
         points.append({"quality": q, "bpp": round(b, 4), "psnr": round(p, 3),
                        "jpeg_psnr_at_bpp": round(j, 3), "gap_to_jpeg_db": round(p - j, 3)})
     log = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]

@@ -2,8 +2,9 @@
 
     .venv/bin/python scripts/train_table.py [--write]    # --write: into benchmarks/train/README.md
 
-BD-rate is against the first report named by --anchor (default: shared_partitions), on the
-reports' own Kodak points (bjontegaard, PSNR).
+BD-rate is against the report named by --anchor (default: shared_partitions), on the reports'
+own Kodak points (bjontegaard, PSNR); a single-rate recipe has no curve for it, so the last
+column gives every recipe's mid-point PSNR against the anchor's curve at the same bpp.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from gm_core.evaluate import bd_rate  # noqa: E402
+from gm_core.train_bench import psnr_at  # noqa: E402
 
 BENCH = ROOT / "benchmarks" / "train"
 BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
@@ -29,17 +31,20 @@ def table(anchor: str) -> str:
     reps = [json.loads(p.read_text()) for p in sorted(BENCH.glob("*.json"))]
     ref = next((r for r in reps if r["recipe"] == anchor), None)
     rows = ["| recipe | train args | ran beside | budget (min) | steps | threads | mid-point bpp | PSNR (dB) | "
-            "gap to JPEG (dB), mid | mean gap to JPEG (dB) | BD-rate vs " + anchor + " |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "gap to JPEG (dB), mid | mean gap to JPEG (dB) | BD-rate vs " + anchor + " | "
+            "mid-point PSNR vs " + anchor + " at equal bpp (dB) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reps:
         mid = r["points"][len(r["points"]) // 2]
         gaps = [p["gap_to_jpeg_db"] for p in r["points"]]
-        bd = bd_rate(as_result(ref), as_result(r)) if ref and r is not ref else None
+        other = ref is not None and r is not ref
+        bd = bd_rate(as_result(ref), as_result(r)) if other else None
+        vs = mid["psnr"] - psnr_at(mid["bpp"], as_result(ref)) if other else None
         rows.append(f"| {r['recipe']} | `{r['train_args']}` | {r.get('ran_beside') or 'unrecorded'} | "
                     f"{r['budget_minutes']:g} | {r['steps']} | "
                     f"{r['machine']['cpu_threads']} | {mid['bpp']:.3f} | {mid['psnr']:.2f} | "
                     f"{mid['gap_to_jpeg_db']:+.2f} | {sum(gaps) / len(gaps):+.2f} | "
-                    f"{'' if bd is None else f'{bd:+.1f}%'} |")
+                    f"{'' if bd is None else f'{bd:+.1f}%'} | {'' if vs is None else f'{vs:+.2f}'} |")
     return "\n".join(rows)
 
 

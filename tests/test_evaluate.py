@@ -1,0 +1,59 @@
+"""BD-rate and rate interpolation, the two numbers every RD comparison here rests on."""
+import json
+
+import numpy as np
+import pytest
+
+from gm_core.evaluate import bd_rate
+from gm_core.train_bench import psnr_at
+
+
+def curve(bpp, psnr):
+    return {"results": {"bpp": list(bpp), "psnr-rgb": list(psnr)}}
+
+
+BPP = np.array([0.2, 0.35, 0.5, 0.7, 0.9, 1.2])
+PSNR = 24 + 4 * np.log2(BPP / 0.2)  # +4 dB per doubling of the rate
+
+
+def test_bd_rate_of_a_curve_with_ten_percent_fewer_bits():
+    anchor = curve(BPP, PSNR)
+    assert bd_rate(anchor, anchor) == pytest.approx(0.0, abs=1e-6)
+    assert bd_rate(anchor, curve(0.9 * BPP, PSNR)) == pytest.approx(-10.0, abs=1e-3)
+    assert bd_rate(anchor, curve(1.1 * BPP, PSNR)) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_bd_rate_is_none_without_a_curve_or_an_overlap():
+    anchor = curve(BPP, PSNR)
+    assert bd_rate(anchor, curve([0.55], [29.4])) is None  # a single-rate recipe
+    assert bd_rate(anchor, curve(BPP, PSNR + 20)) is None  # no PSNR in common
+
+
+def test_psnr_at_interpolates_in_log_rate_and_holds_at_the_points():
+    c = curve(BPP[::-1], PSNR[::-1])  # order of the points does not matter
+    for b, p in zip(BPP, PSNR):
+        assert psnr_at(b, c) == pytest.approx(p)
+    # the curve is linear in log(bpp), so the midpoint in log-rate sits halfway in PSNR
+    mid = float(np.sqrt(BPP[1] * BPP[2]))
+    assert psnr_at(mid, c) == pytest.approx((PSNR[1] + PSNR[2]) / 2)
+
+
+def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "train_table", Path(__file__).resolve().parent.parent / "scripts" / "train_table.py")
+    tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt)
+
+    def report(name, bpps, psnrs):
+        return {"recipe": name, "train_args": "", "budget_minutes": 60, "steps": 1,
+                "machine": {"cpu_threads": 1},
+                "points": [{"bpp": b, "psnr": p, "gap_to_jpeg_db": 0.0} for b, p in zip(bpps, psnrs)]}
+    (tmp_path / "a.json").write_text(json.dumps(report("anchor", BPP.tolist(), PSNR.tolist())))
+    (tmp_path / "b.json").write_text(json.dumps(report("single", [0.5], [float(PSNR[2]) + 1.0])))
+    monkeypatch.setattr(tt, "BENCH", tmp_path)
+    rows = {line.split("|")[1].strip(): line for line in tt.table("anchor").splitlines()[2:]}
+    cells = [c.strip() for c in rows["single"].split("|")]
+    assert cells[-3] == ""  # no BD-rate from one point
+    assert cells[-2] == "+1.00"  # 1 dB above the anchor's curve at 0.5 bpp
