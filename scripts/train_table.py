@@ -4,7 +4,8 @@
 
 BD-rate is against the report named by --anchor (default: shared_partitions), on the reports'
 own Kodak points (bjontegaard, PSNR); a single-rate recipe has no curve for it, so the last
-column gives every recipe's mid-point PSNR against the anchor's curve at the same bpp.
+column gives every recipe's mid-point PSNR against the anchor's curve at the same bpp (blank
+when the anchor has a single rate point itself).
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def table(anchor: str) -> str:
         gaps = [p["gap_to_jpeg_db"] for p in r["points"]]
         other = ref is not None and r is not ref
         bd = bd_rate(as_result(ref), as_result(r)) if other else None
-        vs = mid["psnr"] - psnr_at(mid["bpp"], as_result(ref)) if other else None
+        # a curve is needed to read the anchor at another bpp: not from a single-rate anchor
+        vs = (mid["psnr"] - psnr_at(mid["bpp"], as_result(ref))
+              if other and len(ref["points"]) > 1 else None)
         rows.append(f"| {r['recipe']} | `{r['train_args']}` | {r.get('ran_beside') or 'unrecorded'} | "
                     f"{r['budget_minutes']:g} | {r['steps']} | "
                     f"{r['machine']['cpu_threads']} | {mid['bpp']:.3f} | {mid['psnr']:.2f} | "

@@ -1,5 +1,7 @@
 """BD-rate and rate interpolation, the two numbers every RD comparison here rests on."""
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,8 +41,6 @@ def test_psnr_at_interpolates_in_log_rate_and_holds_at_the_points():
 
 
 def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tmp_path, monkeypatch):
-    import importlib.util
-    from pathlib import Path
     spec = importlib.util.spec_from_file_location(
         "train_table", Path(__file__).resolve().parent.parent / "scripts" / "train_table.py")
     tt = importlib.util.module_from_spec(spec)
@@ -57,3 +57,5 @@ def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tmp_path, monkey
     cells = [c.strip() for c in rows["single"].split("|")]
     assert cells[-3] == ""  # no BD-rate from one point
     assert cells[-2] == "+1.00"  # 1 dB above the anchor's curve at 0.5 bpp
+    rows = {line.split("|")[1].strip(): line for line in tt.table("single").splitlines()[2:]}
+    assert [c.strip() for c in rows["anchor"].split("|")][-2] == ""  # one point is no curve
