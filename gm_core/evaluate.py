@@ -88,6 +88,14 @@ def _psnr_curve(res: dict):
     return list(r["bpp"]), list(r.get("psnr-rgb", r.get("psnr")))
 
 
+def psnr_at(bpp: float, curve: dict) -> float:
+    """A codec's PSNR at ``bpp``, interpolated in log-rate along its points (a CompressAI
+    result): Pillow JPEG's quality sweep, or another model's rate points."""
+    b, p = (np.asarray(v, dtype=float) for v in _psnr_curve(curve))
+    order = np.argsort(b)
+    return float(np.interp(np.log(bpp), np.log(b[order]), p[order]))
+
+
 def bd_rate(anchor, test) -> float | None:
     """BD-rate (%) of test against anchor on PSNR, with the bjontegaard package (pchip)."""
     import bjontegaard as bd

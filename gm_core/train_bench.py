@@ -13,24 +13,14 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import train as train_mod
 from .data import list_images
-from .evaluate import classical_results
+from .evaluate import classical_results, psnr_at
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "train"
 CLASSICAL_CACHE = Path(__file__).resolve().parent.parent / "assets" / "results" / "kodak_classical.json"
-
-
-def psnr_at(bpp: float, curve: dict) -> float:
-    """A codec's PSNR at ``bpp`` (CompressAI result format), interpolated in log-rate along its
-    points: Pillow JPEG's quality sweep, or another recipe's rate points."""
-    b = np.asarray(curve["results"]["bpp"])
-    p = np.asarray(curve["results"]["psnr-rgb"])
-    order = np.argsort(b)
-    return float(np.interp(np.log(bpp), np.log(b[order]), p[order]))
 
 
 def run_train_bench(args) -> dict:

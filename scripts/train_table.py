@@ -16,8 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from gm_core.evaluate import bd_rate  # noqa: E402
-from gm_core.train_bench import psnr_at  # noqa: E402
+from gm_core.evaluate import bd_rate, psnr_at  # noqa: E402
 
 BENCH = ROOT / "benchmarks" / "train"
 BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gm_core.evaluate import bd_rate
-from gm_core.train_bench import psnr_at
+from gm_core.evaluate import bd_rate, psnr_at
 
 
 def curve(bpp, psnr):
