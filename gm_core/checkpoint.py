@@ -5,6 +5,7 @@ with other weights is refused instead of decoding to garbage.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -77,6 +78,32 @@ def load_state(model: GroupedMixerModel, state: dict, strict: bool = True) -> No
         raise CheckpointError("checkpoint does not match its config: " + first) from None
     model.update(force=False) if model.hyper.entropy_bottleneck._offset.numel() == 0 else None
     object.__setattr__(model, "_coding", None)
+
+
+def rate_point_rows(have: tuple, want: tuple) -> list[int]:
+    """Indices into ``have`` (a checkpoint's lambdas) of each lambda in ``want``; a
+    CheckpointError naming the available ones if any is missing."""
+    rows = []
+    for lam in want:
+        hit = [i for i, h in enumerate(have) if abs(h - lam) <= 1e-6 * max(abs(h), 1e-12)]
+        if not hit:
+            raise CheckpointError(f"lambda {lam:g} is not a rate point of this checkpoint "
+                                  f"(it has {', '.join(f'{h:g}' for h in have)})")
+        rows.append(hit[0])
+    return rows
+
+
+def select_rate_points(model: GroupedMixerModel, lambdas: tuple) -> tuple[GroupedMixerModel, list[int]]:
+    """A copy of ``model`` keeping only the rate points whose lambdas are given (in that order):
+    the start of a single-rate fine-tune of a variable-rate checkpoint. Returns the new model
+    and the rows it took from the gain tables."""
+    rows = rate_point_rows(tuple(model.cfg.lambdas), tuple(lambdas))
+    sub = GroupedMixerModel(dataclasses.replace(model.cfg, lambdas=tuple(lambdas)))
+    state = dict(model.state_dict())
+    for name in GroupedMixerModel.RATE_TABLES:
+        state[name] = state[name][rows].clone()
+    load_state(sub, state)
+    return sub, rows
 
 
 def save_checkpoint(model: GroupedMixerModel, path: str | Path, meta: dict | None = None) -> str:

@@ -26,6 +26,9 @@ from .transforms import analysis_transform, synthesis_transform
 
 
 class GroupedMixerModel(nn.Module):
+    # Parameters with one row per rate point (first dimension = len(cfg.lambdas)).
+    RATE_TABLES = ("log_gain", "log_inv_gain", "log_hyper_gain", "log_hyper_inv_gain")
+
     def __init__(self, cfg: GMConfig):
         super().__init__()
         self.cfg = cfg

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, load_state, save_checkpoint
+from .checkpoint import (CheckpointError, load_checkpoint, load_state, save_checkpoint,
+                         select_rate_points)
 from .config import get_config
 from .data import ImageBank, center_crops
 from .model import GroupedMixerModel, bpp_of
@@ -50,6 +51,18 @@ def _cast_opt(state: dict, dtype) -> dict:
             return {k: cast(x) for k, x in v.items()}
         return v
     return cast(state)
+
+
+def _select_rate_rows(opt_state: dict, model: GroupedMixerModel, rows: list[int]) -> dict:
+    """Adam moments of the main optimizer with the gain tables cut to ``rows`` (see
+    ``select_rate_points``); its parameters are indexed in ``make_optimizers``' order."""
+    names = [n for n, _ in model.named_parameters() if not n.endswith(".quantiles")]
+    state = {k: dict(v) for k, v in opt_state["state"].items()}
+    for i, n in enumerate(names):
+        if n in GroupedMixerModel.RATE_TABLES and i in state:
+            for k in ("exp_avg", "exp_avg_sq"):
+                state[i][k] = state[i][k][rows].clone()
+    return {**opt_state, "state": state}
 
 
 def export_opt_state(run_dir: Path, out: Path) -> None:
@@ -197,6 +210,13 @@ def train(args) -> Path:
             print(f"resumed {state_path} at step {step} ({elapsed_total / 60:.1f} min trained)")
     elif args.init:
         init, _, meta = load_checkpoint(args.init)
+        rows = None
+        if args.lmbda and init.cfg != cfg and dataclasses.replace(init.cfg, lambdas=cfg.lambdas) == cfg:
+            # Fine-tune some of a variable-rate checkpoint's rate points on their own.
+            try:
+                init, rows = select_rate_points(init, cfg.lambdas)
+            except CheckpointError as e:
+                raise SystemExit(f"--init {args.init}: {e}") from None
         if init.cfg != cfg:
             raise SystemExit(f"--init {args.init} has config {init.cfg.name} with other sizes")
         load_state(model, init.state_dict())
@@ -206,7 +226,10 @@ def train(args) -> Path:
             st = torch.load(args.opt_state, map_location="cpu", weights_only=True)
             if st.get("steps") != step:
                 raise SystemExit(f"--opt-state is from step {st.get('steps')}, --init from step {step}")
-            opt.load_state_dict(_cast_opt(st["opt"], torch.float32))
+            opt_state = _cast_opt(st["opt"], torch.float32)
+            if rows is not None:
+                opt_state = _select_rate_rows(opt_state, model, rows)
+            opt.load_state_dict(opt_state)
             aux_opt.load_state_dict(_cast_opt(st["aux_opt"], torch.float32))
             fresh_opt = False
         if rank == 0:
@@ -329,7 +352,8 @@ def build_parser():
 def add_arguments(p) -> None:
     p.add_argument("--config", default="tiny")
     p.add_argument("--lmbda", type=float, nargs="*", default=None,
-                   help="rate points (default: the config's variable-rate ladder)")
+                   help="rate points (default: the config's variable-rate ladder); with --init, lambdas "
+                        "of the checkpoint's ladder fine-tune those rate points on their own")
     p.add_argument("--metric", choices=("mse", "ms-ssim"), default="mse")
     p.add_argument("--data", default="../shared/data/train")
     p.add_argument("--val", default="../shared/data/kodak", help="validation images ('' for none)")

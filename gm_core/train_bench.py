@@ -3,7 +3,9 @@
 ``python -m gm_core train-bench --minutes 60 --recipe NAME`` writes
 ``benchmarks/train/NAME.json`` with the recipe, the training curve summary, bpp and PSNR per rate
 point from real bitstreams, and the PSNR gap to Pillow's JPEG at the same bpp, so recipes can be
-compared at equal compute and the history of what helped stays in the repo.
+compared at equal compute and the history of what helped stays in the repo. With ``-- --init CK``
+it measures a fine-tune instead: the report names the starting checkpoint and, when that is the
+shipped one, each point's PSNR gain over its curve at the same bpp.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def run_train_bench(args) -> dict:
     targs = train_mod.build_parser().parse_args(
         ["--out", str(out_dir), "--config", args.config, "--minutes", str(args.minutes),
          "--quiet", "--val", ""] + args.train_args)
+    start = _start_point(targs.init) if targs.init else None  # read before anything is re-shipped
     t0 = time.time()
     train_mod.train(targs)
     train_s = time.time() - t0
@@ -49,6 +52,9 @@ def run_train_bench(args) -> dict:
         j = psnr_at(b, jpeg)
         points.append({"quality": q, "bpp": round(b, 4), "psnr": round(p, 3),
                        "jpeg_psnr_at_bpp": round(j, 3), "gap_to_jpeg_db": round(p - j, 3)})
+        if start and start.get("results"):
+            s0 = psnr_at(b, start["results"])
+            points[-1].update(start_psnr_at_bpp=round(s0, 3), gain_over_start_db=round(p - s0, 3))
     log = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines() if line.strip()]
     steps = [r for r in log if "loss" in r]
     report = {
@@ -66,12 +72,33 @@ def run_train_bench(args) -> dict:
         "eval_images": len(images), "points": points, "meta": meta,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+    if start:
+        report["start"] = {k: v for k, v in start.items() if k != "results"}
+        report["start"]["points"] = ([{"bpp": round(b, 4), "psnr": round(p, 3)} for b, p in
+                                      zip(start["results"]["bpp"], start["results"]["psnr-rgb"])]
+                                     if start.get("results") else None)
     mid = points[len(points) // 2]
     report["middle_point_gap_to_jpeg_db"] = mid["gap_to_jpeg_db"]
     return report
 
 
 DEFAULT_KODAK = "../shared/data/kodak"
+SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "assets" / "results" / "kodak_tiny.json"
+
+
+def _start_point(init: str) -> dict:
+    """What a fine-tune starts from: the checkpoint's id and steps, and its Kodak curve when
+    that checkpoint is the shipped one (its results are in assets/), so the report can say
+    what the fine-tune gained at equal bpp."""
+    from .codec import Codec
+    codec = Codec.load(init)
+    start = {"checkpoint": str(init), "model_id": codec.model_id,
+             "steps": int(codec.meta.get("steps", 0)), "results": None}
+    if SHIPPED_RESULTS.is_file():
+        shipped = json.loads(SHIPPED_RESULTS.read_text())
+        if shipped.get("model_id") == codec.model_id:
+            start["results"] = {k: shipped["results"][k] for k in ("bpp", "psnr-rgb")}
+    return start
 
 
 def add_parser(sub) -> None:
@@ -100,5 +127,7 @@ def main(args) -> None:
     print(f"{report['recipe']}: {report['steps']} steps in {report['train_seconds'] / 60:.1f} min")
     for pt in report["points"]:
         print(f"  q{pt['quality']}: {pt['bpp']:.3f} bpp {pt['psnr']:.2f} dB "
-              f"(JPEG at that rate {pt['jpeg_psnr_at_bpp']:.2f} dB, gap {pt['gap_to_jpeg_db']:+.2f} dB)")
+              f"(JPEG at that rate {pt['jpeg_psnr_at_bpp']:.2f} dB, gap {pt['gap_to_jpeg_db']:+.2f} dB"
+              + (f"; {pt['gain_over_start_db']:+.2f} dB over the starting checkpoint" if "gain_over_start_db" in pt else "")
+              + ")")
     print(f"wrote {path}")

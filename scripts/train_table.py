@@ -27,8 +27,12 @@ def as_result(rep: dict) -> dict:
                         "psnr-rgb": [p["psnr"] for p in rep["points"]]}}
 
 
+def reports() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(BENCH.glob("*.json"))]
+
+
 def table(anchor: str) -> str:
-    reps = [json.loads(p.read_text()) for p in sorted(BENCH.glob("*.json"))]
+    reps = [r for r in reports() if "start" not in r]  # from scratch; fine-tunes: fine_tune_table
     ref = next((r for r in reps if r["recipe"] == anchor), None)
     rows = ["| recipe | train args | ran beside | budget (min) | steps | threads | mid-point bpp | PSNR (dB) | "
             "gap to JPEG (dB), mid | mean gap to JPEG (dB) | BD-rate vs " + anchor + " | "
@@ -50,12 +54,34 @@ def table(anchor: str) -> str:
     return "\n".join(rows)
 
 
+def fine_tune_table() -> str:
+    """Fine-tunes of a shipped checkpoint (train-bench with --init): steps added, and the gain
+    over the starting checkpoint's own Kodak curve at the same bpp."""
+    rows = ["| fine-tune | train args | ran beside | budget (min) | from (steps) | steps added | threads | "
+            "bpp | PSNR (dB) | gap to JPEG (dB) | over the start at equal bpp (dB) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in reports() if "start" in r):
+        st = r["start"]
+        for p in r["points"]:
+            gain = p.get("gain_over_start_db")
+            name = r["recipe"] + (f" q{p['quality']}" if len(r["points"]) > 1 else "")
+            rows.append(f"| {name} | "
+                        f"`{r['train_args']}` | {r.get('ran_beside') or 'unrecorded'} | "
+                        f"{r['budget_minutes']:g} | {st['model_id']} ({st['steps']}) | {r['steps'] - st['steps']} | "
+                        f"{r['machine']['cpu_threads']} | {p['bpp']:.3f} | {p['psnr']:.2f} | "
+                        f"{p['gap_to_jpeg_db']:+.2f} | {'' if gain is None else f'{gain:+.2f}'} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--anchor", default="shared_partitions")
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     t = table(args.anchor)
+    ft = fine_tune_table()
+    if ft:
+        t += "\n\nFine-tunes of a shipped checkpoint (`train-bench ... -- --init CK`):\n\n" + ft
     print(t)
     if args.write:
         readme = BENCH / "README.md"

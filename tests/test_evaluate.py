@@ -58,3 +58,27 @@ def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tmp_path, monkey
     assert cells[-2] == "+1.00"  # 1 dB above the anchor's curve at 0.5 bpp
     rows = {line.split("|")[1].strip(): line for line in tt.table("single").splitlines()[2:]}
     assert [c.strip() for c in rows["anchor"].split("|")][-2] == ""  # one point is no curve
+
+
+def test_train_table_lists_fine_tunes_apart_with_their_gain_over_the_start(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "train_table", Path(__file__).resolve().parent.parent / "scripts" / "train_table.py")
+    tt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt)
+    scratch = {"recipe": "scratch", "train_args": "", "budget_minutes": 60, "steps": 5000,
+               "machine": {"cpu_threads": 1},
+               "points": [{"bpp": b, "psnr": p, "gap_to_jpeg_db": 0.0} for b, p in zip(BPP.tolist(), PSNR.tolist())]}
+    tune = {"recipe": "tune", "train_args": "--init CK", "budget_minutes": 30, "steps": 25100,
+            "machine": {"cpu_threads": 1}, "start": {"model_id": "abc", "steps": 24437},
+            "points": [{"quality": 0, "bpp": 0.66, "psnr": 32.9, "gap_to_jpeg_db": 2.0,
+                        "gain_over_start_db": 0.25}]}
+    (tmp_path / "a.json").write_text(json.dumps(scratch))
+    (tmp_path / "b.json").write_text(json.dumps(tune))
+    monkeypatch.setattr(tt, "BENCH", tmp_path)
+    assert "tune" not in tt.table("scratch")  # not a from-scratch recipe
+    row = tt.fine_tune_table().splitlines()[2]
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[1] == "tune" and cells[5] == "abc (24437)" and cells[6] == "663"
+    assert cells[-2] == "+0.25"
+    (tmp_path / "b.json").unlink()
+    assert tt.fine_tune_table() == ""
