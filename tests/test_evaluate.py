@@ -39,11 +39,17 @@ def test_psnr_at_interpolates_in_log_rate_and_holds_at_the_points():
     assert psnr_at(mid, c) == pytest.approx((PSNR[1] + PSNR[2]) / 2)
 
 
-def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tmp_path, monkeypatch):
+@pytest.fixture
+def tt():
+    """scripts/train_table.py, the recipe table (a script, not a package module)."""
     spec = importlib.util.spec_from_file_location(
         "train_table", Path(__file__).resolve().parent.parent / "scripts" / "train_table.py")
-    tt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tt)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tt, tmp_path, monkeypatch):
 
     def report(name, bpps, psnrs):
         return {"recipe": name, "train_args": "", "budget_minutes": 60, "steps": 1,
@@ -60,11 +66,7 @@ def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tmp_path, monkey
     assert [c.strip() for c in rows["anchor"].split("|")][-2] == ""  # one point is no curve
 
 
-def test_train_table_lists_fine_tunes_apart_with_their_gain_over_the_start(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "train_table", Path(__file__).resolve().parent.parent / "scripts" / "train_table.py")
-    tt = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tt)
+def test_train_table_lists_fine_tunes_apart_with_their_gain_over_the_start(tt, tmp_path, monkeypatch):
     scratch = {"recipe": "scratch", "train_args": "", "budget_minutes": 60, "steps": 5000,
                "machine": {"cpu_threads": 1},
                "points": [{"bpp": b, "psnr": p, "gap_to_jpeg_db": 0.0} for b, p in zip(BPP.tolist(), PSNR.tolist())]}

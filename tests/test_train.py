@@ -202,18 +202,34 @@ def test_bench_train_step_reports_both_modes(tmp_path, tiny_data):
     assert all(np.isfinite(v) and v > 0 for v in r["mean_loss"].values())
 
 
-def test_fine_tune_one_rate_point_of_a_variable_rate_checkpoint(tmp_path, tiny_data, monkeypatch):
+FT_ARGS = ["--val", "", "--batch", "1", "--crop", "64", "--quiet", "--amp", "off", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory, tiny_data):
+    """A variable-rate run of one step and its exported Adam state: what a fine-tune starts from."""
+    import signal
+
+    from gm_core import train as train_mod
+    run = tmp_path_factory.mktemp("one_step") / "run"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    train_mod.train(train_mod.build_parser().parse_args(
+        ["--data", str(tiny_data), "--out", str(run), "--steps", "1"] + FT_ARGS))
+    for s, h in handlers.items():  # the trainer installs its own; give pytest its own back
+        signal.signal(s, h)
+    train_mod.export_opt_state(run, run / "opt.pt")
+    return run
+
+
+def test_fine_tune_one_rate_point_of_a_variable_rate_checkpoint(tmp_path, tiny_data, one_step_run, monkeypatch):
     import signal
 
     from gm_core import train as train_mod
     from gm_core.checkpoint import load_checkpoint, select_rate_points
     from gm_core.config import DEFAULT_LAMBDAS
     monkeypatch.setattr(signal, "signal", lambda *a: None)
-    base = ["--data", str(tiny_data), "--val", "", "--batch", "1", "--crop", "64", "--quiet",
-            "--amp", "off", "--threads", "1"]
-    run = tmp_path / "run"
-    train_mod.train(train_mod.build_parser().parse_args(base + ["--out", str(run), "--steps", "1"]))
-    train_mod.export_opt_state(run, tmp_path / "opt.pt")
+    base = ["--data", str(tiny_data)] + FT_ARGS
+    run = one_step_run
 
     full, _, _ = load_checkpoint(run / "model.safetensors")
     one, rows = select_rate_points(full, (DEFAULT_LAMBDAS[3],))
@@ -227,7 +243,7 @@ def test_fine_tune_one_rate_point_of_a_variable_rate_checkpoint(tmp_path, tiny_d
     tuned = tmp_path / "tuned"
     train_mod.train(train_mod.build_parser().parse_args(
         base + ["--out", str(tuned), "--steps", "3", "--lmbda", str(DEFAULT_LAMBDAS[3]),
-                "--init", str(run / "model.safetensors"), "--opt-state", str(tmp_path / "opt.pt")]))
+                "--init", str(run / "model.safetensors"), "--opt-state", str(run / "opt.pt")]))
     model, _, meta = load_checkpoint(tuned / "model.safetensors")
     assert model.cfg.lambdas == (DEFAULT_LAMBDAS[3],) and meta["steps"] == 3
     assert torch.isfinite(model.log_gain).all()
@@ -238,23 +254,20 @@ def test_fine_tune_one_rate_point_of_a_variable_rate_checkpoint(tmp_path, tiny_d
                     "--init", str(run / "model.safetensors")]))
 
 
-def test_train_bench_measures_a_fine_tune_against_its_start(tmp_path, tiny_data, monkeypatch):
+def test_train_bench_measures_a_fine_tune_against_its_start(tmp_path, tiny_data, one_step_run, monkeypatch):
     import argparse
     import signal
 
-    from gm_core import train as train_mod
     from gm_core import train_bench
     from gm_core.codec import Codec
     from gm_core.config import DEFAULT_LAMBDAS
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     base = ["--data", str(tiny_data), "--batch", "1", "--crop", "64", "--amp", "off", "--threads", "1"]
-    train_mod.train(train_mod.build_parser().parse_args(
-        base + ["--out", str(tmp_path / "run"), "--steps", "1", "--val", "", "--quiet"]))
-    ck = tmp_path / "run" / "model.safetensors"
+    ck = one_step_run / "model.safetensors"
     # As if ck were the shipped checkpoint: its Kodak curve is in assets/results.
+    start_curve = {"bpp": [0.5, 1.0, 2.0, 4.0, 8.0, 16.0], "psnr-rgb": [10.0, 12.0, 14.0, 16.0, 18.0, 20.0]}
     shipped = tmp_path / "kodak_tiny.json"
-    shipped.write_text(json.dumps({"model_id": Codec.load(ck).model_id, "results": {
-        "bpp": [0.5, 1.0, 2.0, 4.0, 8.0, 16.0], "psnr-rgb": [10.0, 12.0, 14.0, 16.0, 18.0, 20.0]}}))
+    shipped.write_text(json.dumps({"model_id": Codec.load(ck).model_id, "results": start_curve}))
     monkeypatch.setattr(train_bench, "SHIPPED_RESULTS", shipped)
     args = argparse.Namespace(recipe="tune", config="tiny", minutes=0.05, images=str(tiny_data), limit=1,
                               out=str(tmp_path / "tune"), resume=False, beside="",
@@ -263,6 +276,5 @@ def test_train_bench_measures_a_fine_tune_against_its_start(tmp_path, tiny_data,
     assert r["start"]["steps"] == 1 and r["start"]["model_id"] == Codec.load(ck).model_id
     assert len(r["start"]["points"]) == 6 and len(r["points"]) == 1
     p = r["points"][0]
-    assert p["gain_over_start_db"] == pytest.approx(p["psnr"] - train_bench.psnr_at(p["bpp"], {
-        "results": {"bpp": [0.5, 1.0, 2.0, 4.0, 8.0, 16.0], "psnr-rgb": [10.0, 12.0, 14.0, 16.0, 18.0, 20.0]}}),
-        abs=2e-3)
+    assert p["gain_over_start_db"] == pytest.approx(p["psnr"] - train_bench.psnr_at(p["bpp"], start_curve),
+                                                    abs=2e-3)
