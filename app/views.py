@@ -117,17 +117,21 @@ def render_bits(res: pl.Result) -> None:
     c = st.columns(4)
     c[0].metric("header", f"{s['header_bits'] // 8} B")
     c[1].metric("z (side information)", f"{s['z_bits'] // 8:,} B")
-    c[2].metric("y groups (real)", f"{s['y_bits'] // 8:,} B")
-    c[3].metric("y groups (model's estimate)", f"{s['y_est_bits'] / 8:,.0f} B")
+    c[2].metric("y, all groups (real)", f"{s['y_bits'] // 8:,} B")
+    c[3].metric("y (model's estimate)", f"{s['y_est_bits'] / 8:,.0f} B")
     chart(an.group_bits_figure(enc), "bits_groups")
-    explain("Each bar is the length of one group's rANS string in the file, in the order the "
-            "decoder reads them; z is the hyperprior's side information, sent first. Red diamonds "
+    explain("All groups share one rANS string (y). Each bar is what one group costs in it: the "
+            "exact cost of its symbols under the coder's integer tables, in the order the decoder "
+            f"reads them; with the coder's final state ({s['state_bits']:.0f} bits, read first) they "
+            "add up to y's length. z is the hyperprior's side information, sent first. Red diamonds "
             "are what the entropy model expected to spend (-log2 of its probabilities). Early "
             "groups are predicted only from the hyperprior, later ones also from the groups "
             "before them, so later groups usually cost fewer bits per element.")
     df = an.group_table(enc)
     st.dataframe(df, hide_index=True, column_config={
+        "coded_bits": st.column_config.NumberColumn(format="%.0f"),
         "est_bits": st.column_config.NumberColumn(format="%.0f"),
+        "cumulative_bits": st.column_config.NumberColumn(format="%.0f"),
         "share_%": st.column_config.NumberColumn(format="%.1f"),
         "bits_per_element": st.column_config.NumberColumn(format="%.3f"),
         "overhead_%": st.column_config.NumberColumn(format="%+.1f")})
@@ -136,7 +140,7 @@ def render_bits(res: pl.Result) -> None:
     with a:
         chart(an.split_figure(an.bits_by_slice(enc), "channels", "Bits by channel slice"),
               "bits_slice")
-        explain("The same real bits added up per channel slice (slices can hold different numbers "
+        explain("The same coded bits added up per channel slice (slices can hold different numbers "
                 "of channels: compare the table's bits per element). In a well-trained model the "
                 "first channels carry most of the image's energy and most of the bits per channel.")
     with b:
@@ -351,7 +355,7 @@ def render_progressive(res: pl.Result, codec) -> None:
         from gm_core import classical
         a.image(img, caption=f"after {k} of {G} groups" + (f" (last: {dec.partition.group_label(k - 1)})"
                 if k else ""), width="stretch")
-        b.metric("bits read so far", f"{int(row['bits']):,}", help="header + z + groups 0..k-1")
+        b.metric("bits read so far", f"{int(row['bits']):,}", help="header + z + the rANS coder's state + groups 0..k-1")
         b.metric("bpp so far", f"{row['bpp']:.3f}", help=f"{row['share_%']:.0f}% of the file")
         b.metric("PSNR of this partial image", f"{classical.psnr(res.image, img):.2f} dB")
     import plotly.graph_objects as go
@@ -379,6 +383,7 @@ def render_downloads(res: pl.Result, stem: str, codec) -> None:
     st.markdown("**The file's header** (what the decoder reads first)")
     st.json(codec.read_header(res.data).to_json(), expanded=1)
     explain("The .gmx file is the compressed image: a small header (model id, image size, rate "
-            "point and partition), the hyperprior string z and one rANS string per group, "
+            "point and partition), the hyperprior string z and one rANS string y with every "
+            "group in coding order, "
             "protected by a checksum. Decode it on the 'Decode a .gmx' page with the same "
             "checkpoint; another checkpoint refuses it instead of producing garbage.")

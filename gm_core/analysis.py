@@ -3,8 +3,11 @@
 Every function takes a ``Trace`` (from ``Codec.compress`` / ``Codec.decompress``), a
 ``GroupPartition`` or arrays, and returns numpy arrays, pandas DataFrames or plotly figures.
 Nothing here codes anything or estimates what the bitstream already says: real bits come from the
-lengths of the rANS strings (``trace.group_bits``), the per-element maps are the model's own
--log2 likelihoods (``trace.bits_map``), whose per-group sums are ``trace.group_est_bits``.
+lengths of the z and y strings (``trace.z_bits``, ``trace.y_bits``); what each group costs inside
+the y string is ``trace.group_bits`` (the exact cost of its symbols in the rANS coder, which with
+the coder's final state, ``trace.state_bits``, adds up to the y string); the per-element maps are
+the model's own -log2 likelihoods (``trace.bits_map``), whose per-group sums are
+``trace.group_est_bits``.
 
 Geometry used throughout (see ``gm_core.partition``): a group is one channel slice at one spatial
 phase (i, j) of a kh x kw grid; its positions on the latent grid are (r * kh + i, c * kw + j) for
@@ -83,12 +86,13 @@ def channel_step_map(part: GroupPartition, latent_shape: tuple[int, int]) -> np.
 
 # --------------------------------------------------------------------------- bits
 def group_table(trace, include_z: bool = False) -> pd.DataFrame:
-    """One row per group in coding order: real bits (string length) vs the model's estimate."""
+    """One row per group in coding order: the bits it costs in the file (``coded_bits``) vs the
+    model's estimate."""
     part = trace.partition
     rows = []
     if include_z:
         rows.append({"step": -1, "label": "z (hyperprior side information)", "slice": None,
-                     "phase": None, "channels": "", "elements": None, "real_bits": trace.z_bits,
+                     "phase": None, "channels": "", "elements": None, "coded_bits": trace.z_bits,
                      "est_bits": np.nan})
     h, w = trace.latent_shape
     kh, kw = part.grid
@@ -98,44 +102,46 @@ def group_table(trace, include_z: bool = False) -> pd.DataFrame:
         rows.append({"step": g, "label": geo["label"], "slice": geo["slice"],
                      "phase": f"({geo['phase_ij'][0]},{geo['phase_ij'][1]})",
                      "channels": f"{a}-{b - 1}", "elements": (b - a) * (h // kh) * (w // kw),
-                     "real_bits": int(trace.group_bits[g]), "est_bits": float(trace.group_est_bits[g])})
+                     "coded_bits": float(trace.group_bits[g]), "est_bits": float(trace.group_est_bits[g])})
     df = pd.DataFrame(rows)
-    total = float(sum(trace.group_bits) + trace.z_bits + 8 * trace.header_bytes)
-    df["share_%"] = 100.0 * df["real_bits"] / total
-    df["bits_per_element"] = df["real_bits"] / df["elements"].astype(float)
-    df["overhead_%"] = 100.0 * (df["real_bits"] - df["est_bits"]) / df["est_bits"]
-    df["cumulative_bits"] = df["real_bits"].cumsum() + (0 if include_z else trace.z_bits)
+    df["share_%"] = 100.0 * df["coded_bits"] / (8.0 * trace.total_bytes)
+    df["bits_per_element"] = df["coded_bits"] / df["elements"].astype(float)
+    df["overhead_%"] = 100.0 * (df["coded_bits"] - df["est_bits"]) / df["est_bits"]
+    # bits of the payload read once the group is decoded: the rANS state comes before group 0
+    before = np.where(df["step"] >= 0, trace.state_bits, 0.0) + (0 if include_z else trace.z_bits)
+    df["cumulative_bits"] = df["coded_bits"].cumsum() + before
     return df
 
 
 def bits_summary(trace) -> dict:
-    """Where every bit of the file went: header, z and the groups (all real)."""
-    y_bits = int(sum(trace.group_bits))
-    return {"header_bits": 8 * trace.header_bytes, "z_bits": int(trace.z_bits), "y_bits": y_bits,
+    """Where every bit of the file went: header, z, y (all real); y is the groups' coded bits
+    plus the rANS coder's final state."""
+    return {"header_bits": 8 * trace.header_bytes, "z_bits": int(trace.z_bits),
+            "y_bits": int(trace.y_bits), "state_bits": float(trace.state_bits),
             "total_bytes": trace.total_bytes, "bpp": trace.bpp,
             "y_est_bits": float(sum(trace.group_est_bits)),
             "groups": trace.partition.num_groups}
 
 
 def bits_by_slice(trace) -> pd.DataFrame:
-    """Real and estimated bits summed over the groups of each channel slice."""
+    """Coded and estimated bits summed over the groups of each channel slice."""
     df = group_table(trace)
     part = trace.partition
-    out = df.groupby("slice", sort=True)[["real_bits", "est_bits", "elements"]].sum().reset_index()
+    out = df.groupby("slice", sort=True)[["coded_bits", "est_bits", "elements"]].sum().reset_index()
     out["channels"] = [f"{a}-{b - 1}" for a, b in part.slice_bounds]
-    out["bits_per_channel"] = out["real_bits"] / np.array(part.slices, dtype=float)
-    out["share_%"] = 100.0 * out["real_bits"] / out["real_bits"].sum()
+    out["bits_per_channel"] = out["coded_bits"] / np.array(part.slices, dtype=float)
+    out["share_%"] = 100.0 * out["coded_bits"] / out["coded_bits"].sum()
     return out
 
 
 def bits_by_phase(trace) -> pd.DataFrame:
-    """Real and estimated bits summed over the groups of each spatial phase (i, j)."""
+    """Coded and estimated bits summed over the groups of each spatial phase (i, j)."""
     df = group_table(trace)
-    out = df.groupby("phase", sort=False)[["real_bits", "est_bits", "elements"]].sum().reset_index()
+    out = df.groupby("phase", sort=False)[["coded_bits", "est_bits", "elements"]].sum().reset_index()
     first = {ph: int(df.loc[df["phase"] == ph, "step"].min()) for ph in out["phase"]}
     out["first_step"] = out["phase"].map(first)
     out = out.sort_values("first_step").reset_index(drop=True)
-    out["share_%"] = 100.0 * out["real_bits"] / out["real_bits"].sum()
+    out["share_%"] = 100.0 * out["coded_bits"] / out["coded_bits"].sum()
     return out
 
 
@@ -408,8 +414,9 @@ def progressive_latent(trace, upto: int) -> np.ndarray:
 
 
 def cumulative_bits(trace) -> pd.DataFrame:
-    """Bits of the file read after each decode step: header + z first, then group by group."""
-    base = 8 * trace.header_bytes + trace.z_bits
+    """Bits of the file read after each decode step: header, z and the rANS coder's state first,
+    then group by group; the last row is the whole file."""
+    base = 8 * trace.header_bytes + trace.z_bits + trace.state_bits
     cum = base + np.concatenate([[0], np.cumsum(trace.group_bits)])
     n = trace.num_pixels
     return pd.DataFrame({"groups_decoded": np.arange(len(cum)), "bits": cum, "bpp": cum / n,
@@ -486,14 +493,15 @@ def heatmap_figure(arr: np.ndarray, title: str = "", colorscale: str = "Viridis"
 
 
 def group_bits_figure(trace):
-    """Bar chart of real bits per group in coding order, the model's estimate as markers, z first."""
+    """Bar chart of the coded bits of each group in coding order, the model's estimate as
+    markers, z (its real string) first."""
     go = _go()
     df = group_table(trace)
     fig = go.Figure()
     fig.add_bar(x=["z"], y=[trace.z_bits], name="z (side info), real", marker_color="#9e9e9e")
-    fig.add_bar(x=[f"g{g}" for g in df["step"]], y=df["real_bits"], name="group, real bits",
+    fig.add_bar(x=[f"g{g}" for g in df["step"]], y=df["coded_bits"], name="group, coded bits",
                 marker_color="#1f77b4", customdata=df["label"],
-                hovertemplate="%{customdata}<br>%{y} bits<extra></extra>")
+                hovertemplate="%{customdata}<br>%{y:.0f} bits<extra></extra>")
     fig.add_scatter(x=[f"g{g}" for g in df["step"]], y=df["est_bits"], mode="markers",
                     name="model's estimate", marker={"symbol": "diamond", "color": "#d62728", "size": 8})
     fig.update_layout(title="Bits per group, in coding order", xaxis_title="coding step",
@@ -505,9 +513,9 @@ def group_bits_figure(trace):
 
 def split_figure(df: pd.DataFrame, by: str, title: str):
     go = _go()
-    fig = go.Figure(go.Bar(x=[str(v) for v in df[by]], y=df["real_bits"],
+    fig = go.Figure(go.Bar(x=[str(v) for v in df[by]], y=df["coded_bits"],
                            text=[f"{v:.0f}%" for v in df["share_%"]], textposition="auto"))
-    fig.update_layout(title=title, xaxis_title=by, yaxis_title="real bits", template="plotly_white",
+    fig.update_layout(title=title, xaxis_title=by, yaxis_title="coded bits", template="plotly_white",
                       height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 
@@ -579,7 +587,7 @@ def partition_sweep(codec, images: dict, partitions, quality: float | None = Non
     compress, a decode with the context cache and (cache_off=True) one without it; the rate is the
     file's bytes, the times are wall-clock seconds of one run plus the entropy-model share of each
     decode. ``same_pixels`` says whether the cache-on and cache-off decodes agree bit for bit.
-    y_bits are the real bits of the group strings, y_est_bits the model's estimate of them.
+    y_bits are the real bits of the y string, y_est_bits the model's estimate of the latent's.
     """
     import time
 
@@ -598,7 +606,7 @@ def partition_sweep(codec, images: dict, partitions, quality: float | None = Non
             row = {"partition": part.to_spec(), "groups": part.num_groups, "image": name,
                    "bytes": len(data), "bpp": len(data) * 8 / (img.shape[0] * img.shape[1]),
                    "psnr": _psnr(img, rec), "header_bytes": enc.header_bytes, "z_bits": enc.z_bits,
-                   "y_bits": int(sum(enc.group_bits)), "y_est_bits": float(sum(enc.group_est_bits)),
+                   "y_bits": int(enc.y_bits), "y_est_bits": float(sum(enc.group_est_bits)),
                    "encode_s": t1 - t0, "decode_on_s": t2 - t1,
                    "entropy_on_s": on.timings["entropy_model"]}
             if cache_off:
@@ -615,8 +623,8 @@ def sweep_summary(df: pd.DataFrame, baseline: str = "kc=1,grid=1x1") -> pd.DataF
 
     rate_vs_baseline_%: mean over images of the per-image change in bytes against ``baseline``
     (negative = smaller files); model_rate_vs_baseline_%: the same for the model's estimate of the
-    latent's bits alone (the entropy model's own gain, without the per-string and header bytes
-    that every extra group adds to the file); cache_speedup: entropy-model seconds without / with
+    latent's bits alone (the entropy model's own gain, without the header bytes that a longer
+    partition spec adds to the file); cache_speedup: entropy-model seconds without / with
     the cache, next to expected_speedup = (G + 1) / 2, the ratio of the work.
     """
     order = list(dict.fromkeys(df["partition"]))

@@ -1,8 +1,9 @@
 """Codec: image in, .gmx bytes out, and back; every call can return a Trace.
 
-The Trace is the single source of what the app and the notebooks show: real bits per group
-(the lengths of the rANS strings), the model's estimated bits, per-element bit maps, mean and
-scale maps, attention weights (only when asked for) and per-stage and per-step timings.
+The Trace is the single source of what the app and the notebooks show: the real bits of the z
+and y strings, what each group costs inside the y string, the model's estimated bits,
+per-element bit maps, mean and scale maps, attention weights (only when asked for) and
+per-stage and per-step timings.
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ class Trace:
     latent_shape: tuple[int, int]
     quality: float
     header_bytes: int
-    z_bits: int  # real
-    group_bits: list[int]  # real, from each group's string, in coding order
+    z_bits: int  # real: the z string's length
+    y_bits: int  # real: the y string's length, all groups and the rANS coder's final state
+    group_bits: list[float]  # what each group costs in the y string (exact rANS cost), coding order
     group_est_bits: list[float]  # the model's -log2 likelihood of each group
     bits_map: np.ndarray  # (M, h, w) estimated bits of each latent element
     mean: np.ndarray  # (M, h, w)
@@ -48,7 +50,13 @@ class Trace:
 
     @property
     def total_bytes(self) -> int:
-        return self.header_bytes + (self.z_bits + sum(self.group_bits)) // 8
+        return self.header_bytes + (self.z_bits + self.y_bits) // 8
+
+    @property
+    def state_bits(self) -> float:
+        """The y string's bits not spent on any group: the rANS coder's final state, which the
+        decoder reads first (32 to 64 bits)."""
+        return self.y_bits - sum(self.group_bits)
 
     @property
     def num_pixels(self) -> int:
@@ -137,13 +145,13 @@ class Codec:
         x = _pad(image_to_tensor(img, self.device))
         enc = self.model.compress(x, part, q, want_attn)
         header = Header(self.model_id, self.cfg.name, H, W, q, part)
-        data = container.pack(header, enc["z_string"], enc["strings"])
+        data = container.pack(header, enc["z_string"], enc["y_string"])
         header, _ = container.parse_header(data)
         bits = -torch.log2(gaussian_likelihood(enc["y_hat"], enc["mean"], enc["scale"]))
         trace = Trace(
             partition=part, image_size=(H, W), padded_size=tuple(x.shape[-2:]),
             latent_shape=enc["latent_shape"], quality=q, header_bytes=header.header_bytes,
-            z_bits=8 * len(enc["z_string"]), group_bits=[8 * len(s) for s in enc["strings"]],
+            z_bits=8 * len(enc["z_string"]), y_bits=8 * len(enc["y_string"]), group_bits=enc["group_bits"],
             group_est_bits=group_sums(bits, part)[0].tolist(), bits_map=_np(bits),
             mean=_np(enc["mean"]), scale=_np(enc["scale"]), y_hat=_np(enc["y_hat"]),
             timings=enc["timings"], rans_step_s=enc["rans_step_s"],
@@ -166,7 +174,7 @@ class Codec:
 
     def decompress(self, data: bytes, use_cache: bool = True, want_attn: bool = False,
                    on_step=None) -> tuple[np.ndarray, Trace]:
-        header, z_string, strings = container.unpack(data)
+        header, z_string, y_string = container.unpack(data)
         self.check_header(header)
         part = header.partition
         Hp, Wp = -(-header.height // PAD) * PAD, -(-header.width // PAD) * PAD
@@ -174,7 +182,7 @@ class Codec:
         z_shape = (Hp // 64, Wp // 64)
         try:
             z_padded = padded(z_string, self.cfg.Z * z_shape[0] * z_shape[1])  # see padded()
-            dec = self.model.decompress(z_padded, z_shape, strings, latent_shape, part,
+            dec = self.model.decompress(z_padded, z_shape, y_string, latent_shape, part,
                                         header.quality, use_cache, want_attn, on_step)
         except (RuntimeError, ValueError, IndexError) as e:  # a damaged string that passed the CRC
             raise ContainerError(f"the stream could not be entropy-decoded ({e})") from None
@@ -186,7 +194,7 @@ class Codec:
         trace = Trace(
             partition=part, image_size=(header.height, header.width), padded_size=(Hp, Wp),
             latent_shape=latent_shape, quality=header.quality, header_bytes=header.header_bytes,
-            z_bits=8 * len(z_string), group_bits=[8 * len(s) for s in strings],
+            z_bits=8 * len(z_string), y_bits=8 * len(y_string), group_bits=dec["group_bits"],
             group_est_bits=group_sums(bits, part)[0].tolist(), bits_map=_np(bits),
             mean=_np(dec["mean"]), scale=_np(dec["scale"]), y_hat=_np(dec["y_hat"]),
             timings=dec["timings"], step_s=dec["entropy_step_s"], rans_step_s=dec["rans_step_s"],

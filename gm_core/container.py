@@ -1,9 +1,11 @@
-"""The .gmx container: a compact binary header, a CRC-32 over header and payload, the strings.
+"""The .gmx container: a compact binary header, a CRC-32 over header and payload, two strings.
 
 Layout (integers are LEB128 varints unless noted):
   b"GMX" | version (u8) | model id (8 bytes) | config name (u8 length + ASCII)
-  | height | width | quality (float32 LE) | partition | len(z) | len(group 0..G-1)
-  | CRC-32 of everything before it and of the payload (u32 LE) | z string | group strings
+  | height | width | quality (float32 LE) | partition | len(z) | len(y)
+  | CRC-32 of everything before it and of the payload (u32 LE) | z string | y string
+The y string holds every group of the latent, in coding order, in one rANS stream (version 1
+had one string per group, each paying its own final state and length field).
 Partition: number of slices, the slices, kh (u8), kw (u8), order code (u8: 0..3 are the named
 orders of ``GroupPartition.build``, 255 an explicit list of (slice, phase) pairs).
 Every parse error is a ``ContainerError`` naming the problem; the checksum is verified before
@@ -13,13 +15,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .images import MAX_PIXELS  # a header cannot ask the decoder for more than an encoder takes
 from .partition import GroupPartition, PartitionError
 
 MAGIC = b"GMX"
-VERSION = 1
+VERSION = 2
 _ORDERS = [("slice-major", "bayer"), ("phase-major", "bayer"), ("slice-major", "raster"),
            ("phase-major", "raster")]
 MAX_GROUPS = 4096
@@ -40,16 +42,15 @@ class Header:
     quality: float
     partition: GroupPartition
     z_length: int = 0
-    group_lengths: list[int] = field(default_factory=list)
+    y_length: int = 0
     header_bytes: int = 0
 
     def to_json(self) -> dict:
         return {"format_version": VERSION, "model": {"config": self.config, "id": self.model_id},
                 "image": {"height": self.height, "width": self.width}, "quality": self.quality,
                 "partition": self.partition.to_spec(), "groups": self.partition.num_groups,
-                "bytes": {"header": self.header_bytes, "z": self.z_length,
-                          "groups": self.group_lengths,
-                          "total": self.header_bytes + self.z_length + sum(self.group_lengths)}}
+                "bytes": {"header": self.header_bytes, "z": self.z_length, "y": self.y_length,
+                          "total": self.header_bytes + self.z_length + self.y_length}}
 
 
 def _varint(n: int) -> bytes:
@@ -133,7 +134,7 @@ def _check_size(H: int, W: int) -> None:
         raise ContainerError(f"image size {W}x{H} exceeds the limit of {MAX_PIXELS / 1e6:.1f} MP")
 
 
-def pack(header: Header, z_string: bytes, strings: list[bytes]) -> bytes:
+def pack(header: Header, z_string: bytes, y_string: bytes) -> bytes:
     _check_size(header.height, header.width)  # never write a stream that would be refused
     name = header.config.encode("ascii")
     head = bytearray(MAGIC + bytes([VERSION]) + bytes.fromhex(header.model_id))
@@ -141,8 +142,8 @@ def pack(header: Header, z_string: bytes, strings: list[bytes]) -> bytes:
     head += _varint(header.height) + _varint(header.width)
     head += struct.pack("<f", header.quality)
     head += _pack_partition(header.partition)
-    head += _varint(len(z_string)) + b"".join(_varint(len(s)) for s in strings)
-    payload = z_string + b"".join(strings)
+    head += _varint(len(z_string)) + _varint(len(y_string))
+    payload = z_string + y_string
     crc = zlib.crc32(payload, zlib.crc32(bytes(head)))
     return bytes(head) + struct.pack("<I", crc) + payload
 
@@ -170,15 +171,15 @@ def parse_header(data: bytes) -> tuple[Header, int]:
         raise ContainerError("corrupted header: implausible quality")
     part = _read_partition(r)
     z_len = r.varint("z length")
-    lengths = [r.varint("group length") for _ in range(part.num_groups)]
+    y_len = r.varint("y length")
     r.take(4, "checksum")
-    h = Header(mid, config, H, W, float(quality), part, z_len, lengths, header_bytes=r.pos)
+    h = Header(mid, config, H, W, float(quality), part, z_len, y_len, header_bytes=r.pos)
     return h, r.pos
 
 
-def unpack(data: bytes) -> tuple[Header, bytes, list[bytes]]:
+def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     header, pos = parse_header(data)
-    need = header.z_length + sum(header.group_lengths)
+    need = header.z_length + header.y_length
     have = len(data) - pos
     if have < need:
         raise ContainerError(f"truncated stream: payload has {have} of {need} bytes")
@@ -187,9 +188,4 @@ def unpack(data: bytes) -> tuple[Header, bytes, list[bytes]]:
     (crc,) = struct.unpack("<I", data[pos - 4:pos])
     if zlib.crc32(data[pos:], zlib.crc32(data[:pos - 4])) != crc:
         raise ContainerError("checksum mismatch: the stream is corrupted")
-    z = data[pos:pos + header.z_length]
-    strings, off = [], pos + header.z_length
-    for n in header.group_lengths:
-        strings.append(data[off:off + n])
-        off += n
-    return header, z, strings
+    return header, data[pos:pos + header.z_length], data[pos + header.z_length:]

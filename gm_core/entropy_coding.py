@@ -1,4 +1,5 @@
-"""Discretised-Gaussian entropy coding with CompressAI's rANS, one string per group.
+"""Discretised-Gaussian entropy coding with CompressAI's rANS: the groups of a latent, one after
+another, in one string.
 
 Symbols are y_hat - round(mean) under a Gaussian whose mean keeps its fractional part, so the
 CDF tables are indexed by (scale bin, mean-offset bin). The tables are built once per process,
@@ -13,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 from compressai._CXX import pmf_to_quantized_cdf
-from compressai.ans import RansDecoder, RansEncoder
+from compressai.ans import BufferedRansEncoder, RansDecoder
 
 SCALE_MIN = 0.11  # also the model's lower bound on predicted scales
 SCALE_MAX = 128.0
@@ -49,6 +50,12 @@ class GaussianTables:
         self.cdfs = cdfs
         self.lengths = lengths
         self.offsets = offsets
+        # the same tables as arrays, for code_bits
+        self._cdf_matrix = np.zeros((len(cdfs), max(lengths)), dtype=np.int32)
+        for i, cdf in enumerate(cdfs):
+            self._cdf_matrix[i, :len(cdf)] = cdf
+        self._max_value = np.array(lengths, dtype=np.int64) - 2
+        self._offset = np.array(offsets, dtype=np.int64)
 
     # Index computation runs in the dtype of the parameters; the codec passes float64 so that
     # encoder and decoder, whatever float path produced the parameters, pick the same table.
@@ -71,41 +78,100 @@ class GaussianTables:
         return (position[idx].tolist(), [self.cdfs[i] for i in uniq],
                 [self.lengths[i] for i in uniq], [self.offsets[i] for i in uniq])
 
-    def encode(self, values: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> bytes:
+    def symbols(self, values: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor):
+        """What the coder sees of a group: its symbols and each symbol's table, flat."""
         _check_finite(mean, scale)
         center, idx = self.indexes(mean, scale)
         symbols = (values.long() - center).reshape(-1).cpu().numpy()
-        if symbols.size == 0:
-            return b""
-        if np.abs(symbols).max() > MAX_SYMBOL:
+        if symbols.size and np.abs(symbols).max() > MAX_SYMBOL:
             raise ValueError(f"a latent value lies more than {MAX_SYMBOL} from its mean: "
                              "outside the range of the entropy coder")
-        symbols = symbols.astype(np.int32)
-        inv, cdfs, lengths, offsets = self._subset(idx.reshape(-1).cpu().numpy())
-        return RansEncoder().encode_with_indexes(symbols.tolist(), inv, cdfs, lengths, offsets)
+        return symbols.astype(np.int32), idx.reshape(-1).cpu().numpy()
 
-    def decode(self, string: bytes, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Decode one group's string; raises ``StringError`` if it is not the encoding of what
-        it decodes to (a damaged string, or parameters that differ from the encoder's)."""
+    def code_bits(self, symbols: np.ndarray, idx: np.ndarray) -> float:
+        """What these symbols cost in CompressAI's rANS stream, in bits: -log2 of each symbol's
+        quantised frequency, plus the 4-bit chunks of the escape path for values beyond a
+        table. rANS with a 64-bit state loses next to nothing on top of this, so a string's
+        length is the sum over its groups plus 32 to 64 bits of final state (tested)."""
+        if symbols.size == 0:
+            return 0.0
+        max_value = self._max_value[idx]
+        value = symbols.astype(np.int64) - self._offset[idx]
+        escape = (value < 0) | (value >= max_value)
+        value = np.where(escape, max_value, value)
+        freq = self._cdf_matrix[idx, value + 1] - self._cdf_matrix[idx, value]
+        bits = float(np.sum(PRECISION - np.log2(freq)))
+        if escape.any():  # CompressAI's bypass: the raw value in 4-bit chunks, after their count
+            v = symbols.astype(np.int64)[escape] - self._offset[idx[escape]]
+            raw = np.where(v < 0, -2 * v - 1, 2 * (v - max_value[escape]))
+            n = np.zeros_like(raw)
+            while (rest := raw >> (4 * n)).any():
+                n += rest != 0
+            bits += float(np.sum(4 * (n + n // 15 + 1)))
+        return bits
+
+
+class StreamEncoder:
+    """Codes the groups of one latent, in coding order, into a single rANS string (CompressAI's
+    BufferedRansEncoder). One string per latent instead of one per group: the final state (8
+    bytes) and a length field are paid once, not G times, so partitions with many groups cost
+    what their entropy model says rather than a fixed overhead per group."""
+
+    def __init__(self, tables: "GaussianTables"):
+        self.tables = tables
+        self._enc = BufferedRansEncoder()
+
+    def add(self, values: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> float:
+        """Queue one group; returns what it costs in the string, in bits (``code_bits``)."""
+        symbols, idx = self.tables.symbols(values, mean, scale)
+        if symbols.size:
+            inv, cdfs, lengths, offsets = self.tables._subset(idx)
+            self._enc.encode_with_indexes(symbols.tolist(), inv, cdfs, lengths, offsets)
+        return self.tables.code_bits(symbols, idx)
+
+    def flush(self) -> bytes:
+        return self._enc.flush()
+
+
+class StreamDecoder:
+    """Decodes the groups of a ``StreamEncoder`` string in the same order; ``finish`` checks it."""
+
+    def __init__(self, tables: "GaussianTables", string: bytes, num_symbols: int):
+        self.tables, self.string = tables, string
+        self._dec = RansDecoder()
+        self._dec.set_stream(padded(string, num_symbols))
+        self._groups = []
+
+    def decode(self, mean: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The next group's values (shaped like ``mean``) and what they cost in bits."""
         _check_finite(mean, scale, StringError)
-        center, idx = self.indexes(mean, scale)
-        if center.numel() == 0:
-            if string:
-                raise StringError("a group without symbols has a non-empty string")
-            return center.to(mean.dtype)
-        inv, cdfs, lengths, offsets = self._subset(idx.reshape(-1).cpu().numpy())
-        out = RansDecoder().decode_with_indexes(padded(string, len(inv)), inv, cdfs, lengths, offsets)
-        # rANS decoding is the inverse of encoding only on valid strings: re-encoding (a few per
-        # cent of the decode time) turns a damaged string or an encoder/decoder mismatch into an
-        # error instead of a silently wrong image. Values the encoder would refuse are checked
-        # first (re-encoding an overflowing escape value would never end).
+        center, idx = self.tables.indexes(mean, scale)
+        idx = idx.reshape(-1).cpu().numpy()
+        if idx.size == 0:
+            return center.to(mean.dtype), 0.0
+        inv, cdfs, lengths, offsets = self.tables._subset(idx)
+        out = self._dec.decode_stream(inv, cdfs, lengths, offsets)
         sym = np.array(out, dtype=np.int64)  # several times faster than torch.tensor(list)
-        if (sym.max() > MAX_SYMBOL or sym.min() < -MAX_SYMBOL
-                or RansEncoder().encode_with_indexes(out, inv, cdfs, lengths, offsets) != string):
-            raise StringError("entropy-coded data is inconsistent (damaged stream, or distribution "
-                              "parameters that differ from the encoder's)")
-        sym = torch.from_numpy(sym).to(mean.device).reshape(mean.shape)
-        return (sym + center).to(mean.dtype)
+        # checked now: re-encoding an overflowing escape value in finish() would never end
+        if sym.max() > MAX_SYMBOL or sym.min() < -MAX_SYMBOL:
+            raise StringError(_INCONSISTENT)
+        self._groups.append((out, inv, cdfs, lengths, offsets))
+        bits = self.tables.code_bits(sym, idx)
+        return (torch.from_numpy(sym).to(mean.device).reshape(mean.shape) + center).to(mean.dtype), bits
+
+    def finish(self) -> None:
+        """rANS decoding is the inverse of encoding only on valid strings: re-encoding (a few per
+        cent of the decode time) turns a damaged string, or distribution parameters that differ
+        from the encoder's, into a ``StringError`` instead of a silently wrong image."""
+        enc = BufferedRansEncoder()
+        for group in self._groups:
+            enc.encode_with_indexes(*group)
+        if enc.flush() != self.string:
+            raise StringError(_INCONSISTENT)
+
+
+_INCONSISTENT = ("entropy-coded data is inconsistent (damaged stream, or distribution parameters "
+                 "that differ from the encoder's)")
 
 
 class StringError(ValueError):

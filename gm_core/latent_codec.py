@@ -2,7 +2,7 @@
 
 ``HyperpriorLatentCodec`` codes z with CompressAI's EntropyBottleneck and turns z_hat into the
 features psi; ``GroupedMixerLatentCodec`` codes y group by group with the GroupedMixer entropy
-model, one rANS string per group.
+model, all groups in one rANS string.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn as nn
 from compressai.entropy_models import EntropyBottleneck
 
 from .config import GMConfig
-from .entropy_coding import SCALE_MIN, gaussian_likelihood, gaussian_tables
+from .entropy_coding import SCALE_MIN, StreamDecoder, StreamEncoder, gaussian_likelihood, gaussian_tables
 from .mixer import GroupedMixer
 from .partition import GroupPartition, from_phases, to_phases
 from .transforms import hyper_analysis, hyper_synthesis
@@ -74,26 +74,29 @@ class GroupedMixerLatentCodec(nn.Module):
 
     # ------------------------------------------------------------------ coding
     def compress(self, y_hat, psi, part: GroupPartition, want_attn: bool = False):
-        """y_hat (1, M, h, w) integers -> one string per group (in coding order) and the trace."""
-        tables = gaussian_tables()
+        """y_hat (1, M, h, w) integers -> the rANS string of all groups (in coding order), and
+        the trace: what each group costs in it (``group_bits``), parameters, timings."""
         t0 = time.perf_counter()
         mean, scale, attn = self.params(y_hat, psi, part, want_attn)
         t_params = time.perf_counter() - t0
         yp, mp, sp = (to_phases(t, part.grid) for t in (y_hat, mean, scale))
-        strings, rans_t = [], []
+        stream = StreamEncoder(gaussian_tables())
+        group_bits, rans_t = [], []
         for s, p in part.order:
             a, b = part.slice_bounds[s]
             t0 = time.perf_counter()
-            strings.append(tables.encode(yp[:, p, a:b], mp[:, p, a:b], sp[:, p, a:b]))
+            group_bits.append(stream.add(yp[:, p, a:b], mp[:, p, a:b], sp[:, p, a:b]))
             rans_t.append(time.perf_counter() - t0)
-        return strings, {"mean": mean, "scale": scale, "attention": attn,
-                         "params_s": t_params, "rans_step_s": rans_t}
+        t0 = time.perf_counter()
+        string = stream.flush()  # BufferedRansEncoder codes every queued symbol here
+        rans_t[-1] += time.perf_counter() - t0
+        return string, {"mean": mean, "scale": scale, "attention": attn, "group_bits": group_bits,
+                        "params_s": t_params, "rans_step_s": rans_t}
 
-    def decompress(self, strings, psi, part: GroupPartition, latent_shape, use_cache: bool = True,
+    def decompress(self, string: bytes, psi, part: GroupPartition, latent_shape, use_cache: bool = True,
                    want_attn: bool = False, on_step=None):
         """Decode group by group. With the cache each step runs only its own tokens; without it,
         step g re-runs the whole prefix 0..g (the same result, about G/2 times the work)."""
-        tables = gaussian_tables()
         B = psi.shape[0]
         M = self.cfg.M
         h, w = latent_shape
@@ -103,7 +106,8 @@ class GroupedMixerLatentCodec(nn.Module):
         mp, sp = torch.zeros_like(yp), torch.zeros_like(yp)
         psi_tok = self.mixer.project_psi(to_phases(psi, part.grid))
         cache = self.mixer.new_cache(B * hg * wg, part.num_groups, psi.dtype, psi.device) if use_cache else None
-        step_s, rans_s, attn_steps = [], [], []
+        stream = StreamDecoder(gaussian_tables(), string, B * M * h * w)
+        step_s, rans_s, attn_steps, group_bits = [], [], [], []
         for g, (s, p) in enumerate(part.order):
             a, b = part.slice_bounds[s]
             t0 = time.perf_counter()
@@ -114,7 +118,8 @@ class GroupedMixerLatentCodec(nn.Module):
             mean = mean[..., a:b].permute(0, 3, 1, 2)
             scale = scale[..., a:b].permute(0, 3, 1, 2)
             t1 = time.perf_counter()
-            yp[:, p, a:b] = tables.decode(strings[g], mean, scale)
+            yp[:, p, a:b], bits = stream.decode(mean, scale)
+            group_bits.append(bits)
             mp[:, p, a:b], sp[:, p, a:b] = mean, scale
             t2 = time.perf_counter()
             step_s.append(t1 - t0)
@@ -123,7 +128,10 @@ class GroupedMixerLatentCodec(nn.Module):
                 attn_steps.append(attn)
             if on_step is not None:
                 on_step(g, from_phases(yp, part.grid))
-        return from_phases(yp, part.grid), {
+        t0 = time.perf_counter()
+        stream.finish()
+        rans_s[-1] += time.perf_counter() - t0
+        return from_phases(yp, part.grid), {"group_bits": group_bits,
             "mean": from_phases(mp, part.grid), "scale": from_phases(sp, part.grid),
             "entropy_step_s": step_s, "rans_step_s": rans_s,
             "attention_steps": attn_steps if want_attn else None}

@@ -145,7 +145,8 @@ class GroupedMixerModel(nn.Module):
 
     @torch.inference_mode()
     def compress(self, x, part: GroupPartition, quality: float, want_attn: bool = False):
-        """x (1,3,H,W) in [0,1], H and W multiples of 64 -> strings and what the trace shows."""
+        """x (1,3,H,W) in [0,1], H and W multiples of 64 -> the z and y strings and what the
+        trace shows."""
         timer = StageTimer(x.device)
         q = torch.tensor([float(quality)], device=x.device)
         gain, _, hgain, hinv = self.gains(q)
@@ -158,16 +159,16 @@ class GroupedMixerModel(nn.Module):
             psi = cm["h_s"](z_hat.double() * hinv.double())
         y_hat = torch.round(y).double()
         with timer.stage("entropy_model+rans"):
-            strings, info = cm["latent"].compress(y_hat, psi, part, want_attn)
+            y_string, info = cm["latent"].compress(y_hat, psi, part, want_attn)
         timer.stages["entropy_model"] = info["params_s"]
         timer.stages["rans"] = sum(info["rans_step_s"])
         del timer.stages["entropy_model+rans"]
-        return {"z_string": z_string, "z_shape": z_shape, "strings": strings,
+        return {"z_string": z_string, "z_shape": z_shape, "y_string": y_string,
                 "latent_shape": tuple(y.shape[-2:]), "y_hat": y_hat, "z_hat": z_hat, **info,
                 "timings": timer.stages}
 
     @torch.inference_mode()
-    def decompress(self, z_string, z_shape, strings, latent_shape, part: GroupPartition,
+    def decompress(self, z_string, z_shape, y_string, latent_shape, part: GroupPartition,
                    quality: float, use_cache: bool = True, want_attn: bool = False, on_step=None):
         dev = next(self.parameters()).device
         timer = StageTimer(dev)
@@ -178,7 +179,7 @@ class GroupedMixerModel(nn.Module):
             z_hat = self.hyper.entropy_bottleneck.decompress([z_string], z_shape)
             psi = cm["h_s"](z_hat.double() * hinv.double())
         with timer.stage("entropy_model+rans"):
-            y_hat, info = cm["latent"].decompress(strings, psi, part, latent_shape, use_cache,
+            y_hat, info = cm["latent"].decompress(y_string, psi, part, latent_shape, use_cache,
                                                   want_attn, on_step=on_step)
         timer.stages["entropy_model"] = sum(info["entropy_step_s"])
         timer.stages["rans"] = sum(info["rans_step_s"])

@@ -31,17 +31,22 @@ def test_group_table_matches_the_stream(coded):
     df = an.group_table(enc)
     part = enc.partition
     assert list(df["step"]) == list(range(part.num_groups))
-    assert list(df["real_bits"]) == enc.group_bits
-    # the real bits are the payload: header + z + groups = the file
-    assert enc.header_bytes * 8 + enc.z_bits + df["real_bits"].sum() == 8 * len(coded["data"])
+    assert list(df["coded_bits"]) == enc.group_bits
+    # the groups and the rANS coder's final state are the y string: with header and z, the file
+    assert np.isclose(enc.header_bytes * 8 + enc.z_bits + enc.state_bits + df["coded_bits"].sum(),
+                      8 * len(coded["data"]))
+    assert np.isclose(df["cumulative_bits"].iloc[-1], 8 * (len(coded["data"]) - enc.header_bytes))
     assert np.allclose(df["est_bits"], enc.group_est_bits)
     h, w = enc.latent_shape
     assert df["elements"].sum() == part.M * h * w
-    # the real strings and the model's estimate tell the same story (tables are quantised and
+    # the coded bits and the model's estimate tell the same story (tables are quantised and
     # tails escape-coded, so they are not equal, least of all for this untrained model)
-    assert 0.75 < df["real_bits"].sum() / df["est_bits"].sum() < 1.33
+    assert 0.75 < df["coded_bits"].sum() / df["est_bits"].sum() < 1.33
     dz = an.group_table(enc, include_z=True)
-    assert dz.iloc[0]["real_bits"] == enc.z_bits and len(dz) == part.num_groups + 1
+    assert dz.iloc[0]["coded_bits"] == enc.z_bits and len(dz) == part.num_groups + 1
+    assert np.allclose(dz["cumulative_bits"].iloc[1:], df["cumulative_bits"])
+    cb = an.cumulative_bits(enc)
+    assert np.isclose(cb["bits"].iloc[-1], 8 * len(coded["data"]))
     s = an.bits_summary(enc)
     assert s["total_bytes"] == len(coded["data"])
 
@@ -50,7 +55,7 @@ def test_slice_and_phase_splits_sum_to_total(coded):
     enc = coded["enc"]
     bs, bp = an.bits_by_slice(enc), an.bits_by_phase(enc)
     total = sum(enc.group_bits)
-    assert bs["real_bits"].sum() == total == bp["real_bits"].sum()
+    assert np.isclose(bs["coded_bits"].sum(), total) and np.isclose(bp["coded_bits"].sum(), total)
     assert len(bs) == 4 and list(bs["channels"]) == ["0-31", "32-63", "64-127", "128-191"]
     assert len(bp) == 4 and bp.iloc[0]["phase"] == "(0,0)" and bp.iloc[1]["phase"] == "(1,1)"
     assert np.isclose(bs["share_%"].sum(), 100)

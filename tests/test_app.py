@@ -132,7 +132,8 @@ def test_view_widgets(compressed):
     at.slider(key="prog_k").set_value(0).run()
     prog = [m for m in at.metric if m.label == "bits read so far"][0]
     res = at.session_state["result"]
-    assert int(prog.value.replace(",", "")) == 8 * res.enc.header_bytes + res.enc.z_bits
+    assert int(prog.value.replace(",", "")) == int(8 * res.enc.header_bytes + res.enc.z_bits
+                                                   + res.enc.state_bits)
 
 
 def test_settings_change_warns_until_compressed_again(compressed):

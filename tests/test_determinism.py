@@ -10,7 +10,7 @@ import torch
 
 from gm_core import synthesis
 from gm_core.container import ContainerError
-from gm_core.entropy_coding import MAX_SYMBOL, StringError, gaussian_tables
+from gm_core.entropy_coding import MAX_SYMBOL, StreamDecoder, StreamEncoder, StringError, gaussian_tables
 
 
 @pytest.fixture
@@ -57,24 +57,57 @@ def test_banded_synthesis_matches_one_pass_and_ignores_threads(scaled_codec, mon
     assert all(torch.equal(o, outs[0]) for o in outs[1:])
 
 
+def _two_groups(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(2, 8, 16, 16, generator=g, dtype=torch.float64) * 3
+    scale = torch.rand(2, 8, 16, 16, generator=g, dtype=torch.float64) * 4 + 0.2
+    y = torch.round(mean + scale * torch.randn(mean.shape, generator=g, dtype=torch.float64))
+    return y, mean, scale
+
+
+def _encode(y, mean, scale):
+    enc = StreamEncoder(gaussian_tables())
+    bits = [enc.add(y[i:i + 1], mean[i:i + 1], scale[i:i + 1]) for i in range(len(y))]
+    return enc.flush(), bits
+
+
+def _decode(string, mean, scale):
+    dec = StreamDecoder(gaussian_tables(), string, mean.numel())
+    out = [dec.decode(mean[i:i + 1], scale[i:i + 1]) for i in range(len(mean))]
+    dec.finish()
+    return torch.cat([v for v, _ in out]), [b for _, b in out]
+
+
 def test_a_table_index_flip_is_an_error_not_a_wrong_image():
     """If the decoder's parameters ever differed from the encoder's enough to pick another CDF
     table, the decoded string would not re-encode to itself: the decoder raises."""
-    tables = gaussian_tables()
-    g = torch.Generator().manual_seed(0)
-    mean = torch.randn(1, 8, 16, 16, generator=g, dtype=torch.float64) * 3
-    scale = torch.rand(1, 8, 16, 16, generator=g, dtype=torch.float64) * 4 + 0.2
-    y = torch.round(mean + scale * torch.randn(mean.shape, generator=g, dtype=torch.float64))
-    s = tables.encode(y, mean, scale)
-    assert torch.equal(tables.decode(s, mean, scale), y)
+    y, mean, scale = _two_groups()
+    s, bits = _encode(y, mean, scale)
+    y_dec, dec_bits = _decode(s, mean, scale)
+    assert torch.equal(y_dec, y) and dec_bits == bits
     flipped = scale.clone()
-    flipped.view(-1)[5] *= 1.2  # one element one scale bin away: one table index differs
+    flipped[1].view(-1)[5] *= 1.2  # in the second group, one element one scale bin away
     with pytest.raises(StringError, match="inconsistent"):
-        tables.decode(s, mean, flipped)
+        _decode(s, mean, flipped)
     with pytest.raises(StringError, match="non-finite"):
-        tables.decode(s, mean, scale * float("nan"))
+        _decode(s, mean, scale * float("nan"))
     with pytest.raises(ValueError, match="range of the entropy coder"):
-        tables.encode(y + (MAX_SYMBOL + 1), mean, scale)
+        _encode(y + (MAX_SYMBOL + 1), mean, scale)
+
+
+def test_group_bits_are_what_the_string_spends_escapes_included():
+    """code_bits is the exact cost of each group in the string: with the coder's final state (32
+    to 64 bits) the groups add up to its length, also when values leave the tables (CompressAI's
+    bypass path, 4-bit chunks), far on either side."""
+    y, mean, scale = _two_groups(1)
+    scale[1] = 0.2  # narrow tables ...
+    y[1].view(-1)[::7] = torch.round(mean[1].view(-1)[::7]) + torch.tensor(
+        [40.0, -300.0, 5000.0, -70000.0, 3.0e6])[torch.arange(len(y[1].view(-1)[::7])) % 5].double()
+    s, bits = _encode(y, mean, scale)
+    assert bits[1] > 4 * 8 * 16 * 16 / 7  # ... so the far values take the escape path
+    assert 32 - 1e-6 < 8 * len(s) - sum(bits) <= 64 + 1e-6
+    y_dec, dec_bits = _decode(s, mean, scale)
+    assert torch.equal(y_dec, y) and dec_bits == bits
 
 
 def test_table_subset_is_np_unique_in_linear_time():

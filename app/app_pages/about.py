@@ -21,7 +21,7 @@ earlier steps so each step only computes its own tokens.
 **How to read the Compress page.**
 - *Result*: the real file size and quality, the decoded image, a zoomed crop and the error map,
   and JPEG/WebP/AVIF at about the same size.
-- *Bit allocation*: how many bits each group's string really takes, by slice, by phase, and where
+- *Bit allocation*: how many bits each group really takes in the file, by slice, by phase, and where
   in the picture.
 - *Entropy parameters*: the predicted means and scales, and any single latent channel.
 - *Attention*: what a token looks at inside its group, and which earlier steps it listens to.

@@ -49,5 +49,5 @@ with ui.guard(f"Decoding {fname}"):
                        key="decode_dl_png")
     st.plotly_chart(an.group_bits_figure(trace), key="decode_bits", theme=None,
                     config={"displayModeBar": False})
-    ui.explain("The real length of each group's string in the file, in decoding order, with the "
-               "model's estimate (red) recomputed while decoding.")
+    ui.explain("What each group costs in the file's y string (the exact cost of its symbols, "
+               "measured while decoding), in decoding order, with the model's estimate (red).")
