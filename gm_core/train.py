@@ -259,6 +259,7 @@ def train(args) -> Path:
     bar = tqdm(total=args.steps or None, initial=step, disable=rank != 0 or args.quiet,
                dynamic_ncols=True)
     acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0, "n": 0}
+    interrupted = []  # set by SIGTERM/SIGINT (below)
 
     def save(final=False):
         if rank != 0:
@@ -274,12 +275,13 @@ def train(args) -> Path:
                 **({"g1_frac": args.g1_frac} if args.g1_frac else {}),
                 "metric": args.metric, "lambdas": list(cfg.lambdas),
                 "amp": "bf16" if amp is not None else "off"}
+        if interrupted:  # stopped before its budget: whoever measures it must know
+            meta["interrupted"] = True
         save_checkpoint(model, out_dir / "model.safetensors", meta)
         model.train()
 
     # SIGTERM/SIGINT end the run cleanly at the next step, with a checkpoint.
     import signal
-    interrupted = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: interrupted.append(True))
 

@@ -40,6 +40,10 @@ def run_train_bench(args) -> dict:
     train_s = time.time() - t0
     codec = Codec.load(out_dir / "model.safetensors")
     meta = codec.meta
+    if meta.get("interrupted"):  # a recipe is only comparable at its full budget
+        raise SystemExit(f"training was interrupted at step {meta.get('steps')} after "
+                         f"{train_s / 60:.1f} of {args.minutes:g} minutes: nothing evaluated, no "
+                         f"report written (the checkpoint is in {out_dir})")
     images = list_images(args.images)[:args.limit]
     qualities = list(range(codec.model.num_rates))
     res = evaluate(codec, images, qualities, progress=False)

@@ -278,3 +278,32 @@ def test_train_bench_measures_a_fine_tune_against_its_start(tmp_path, tiny_data,
     p = r["points"][0]
     assert p["gain_over_start_db"] == pytest.approx(p["psnr"] - train_bench.psnr_at(p["bpp"], start_curve),
                                                     abs=2e-3)
+
+
+def test_an_interrupted_train_bench_evaluates_nothing(tmp_path, tiny_data, monkeypatch):
+    """SIGTERM ends training cleanly with a checkpoint that says so; a recipe cut short is not
+    comparable at equal compute, so the train-bench writes no report for it."""
+    import argparse
+    import signal
+
+    from gm_core import train as train_mod
+    from gm_core import train_bench
+    from gm_core.checkpoint import read_metadata
+    handlers = {}
+    monkeypatch.setattr(signal, "signal", lambda sig, h: handlers.__setitem__(sig, h))
+    real_step = train_mod.train_step
+
+    def step_then_sigterm(*a, **k):
+        out = real_step(*a, **k)
+        handlers[signal.SIGTERM](signal.SIGTERM, None)
+        return out
+
+    monkeypatch.setattr(train_mod, "train_step", step_then_sigterm)
+    args = argparse.Namespace(recipe="cut", config="tiny", minutes=5.0, images=str(tiny_data), limit=1,
+                              out=str(tmp_path / "cut"), resume=False, beside="",
+                              train_args=["--data", str(tiny_data), "--batch", "1", "--crop", "64",
+                                          "--amp", "off", "--threads", "1"])
+    with pytest.raises(SystemExit, match="interrupted at step 1 .* no report"):
+        train_bench.run_train_bench(args)
+    meta = read_metadata(tmp_path / "cut" / "model.safetensors")["meta"]
+    assert meta["interrupted"] is True and meta["steps"] == 1
