@@ -98,16 +98,16 @@ class GaussianTables:
         max_value = self._max_value[idx]
         value = symbols.astype(np.int64) - self._offset[idx]
         escape = (value < 0) | (value >= max_value)
-        value = np.where(escape, max_value, value)
-        freq = self._cdf_matrix[idx, value + 1] - self._cdf_matrix[idx, value]
+        pos = np.where(escape, max_value, value)
+        freq = self._cdf_matrix[idx, pos + 1] - self._cdf_matrix[idx, pos]
         bits = float(np.sum(PRECISION - np.log2(freq)))
-        if escape.any():  # CompressAI's bypass: the raw value in 4-bit chunks, after their count
-            v = symbols.astype(np.int64)[escape] - self._offset[idx[escape]]
-            raw = np.where(v < 0, -2 * v - 1, 2 * (v - max_value[escape]))
+        if escape.any():  # CompressAI's bypass: the raw value in n 4-bit chunks, after n itself
+            v, top = value[escape], max_value[escape]
+            raw = np.where(v < 0, -2 * v - 1, 2 * (v - top))
             n = np.zeros_like(raw)
             while (rest := raw >> (4 * n)).any():
                 n += rest != 0
-            bits += float(np.sum(4 * (n + n // 15 + 1)))
+            bits += float(np.sum(4 * (n + 1)))  # n <= 7 under MAX_SYMBOL: its count is one chunk
         return bits
 
 

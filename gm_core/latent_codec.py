@@ -13,7 +13,8 @@ import torch.nn as nn
 from compressai.entropy_models import EntropyBottleneck
 
 from .config import GMConfig
-from .entropy_coding import SCALE_MIN, StreamDecoder, StreamEncoder, gaussian_likelihood, gaussian_tables
+from .entropy_coding import (SCALE_MIN, StreamDecoder, StreamEncoder, gaussian_likelihood,
+                             gaussian_tables)
 from .mixer import GroupedMixer
 from .partition import GroupPartition, from_phases, to_phases
 from .transforms import hyper_analysis, hyper_synthesis
