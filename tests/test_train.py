@@ -181,6 +181,36 @@ def test_train_records_amp_in_the_checkpoint(tmp_path, tiny_data, monkeypatch):
     assert read_metadata(tmp_path / "run" / "model.safetensors")["meta"]["amp"] == "bf16"
 
 
+def test_compile_trains_with_compiled_transforms_and_saves_plain_weights(tmp_path, tiny_data, monkeypatch):
+    import shutil
+    import signal
+
+    from gm_core import train as train_mod
+    from gm_core.checkpoint import load_checkpoint
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    args = train_mod.build_parser().parse_args(
+        ["--out", str(tmp_path / "run"), "--data", str(tiny_data), "--val", "", "--steps", "2",
+         "--batch", "1", "--crop", "64", "--amp", "bf16", "--compile", "--threads", "1", "--log-every", "1", "--quiet"])
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        with pytest.raises(SystemExit, match="C\\+\\+ compiler"):
+            train_mod.train(args)
+        return
+    compiled = []
+    real = train_mod.compile_transforms
+    monkeypatch.setattr(train_mod, "compile_transforms", lambda m, d: (compiled.append(m), real(m, d)))
+    train_mod.train(args)
+    model = compiled[0]
+    assert model.g_a._compiled_call_impl is not None and model.g_s._compiled_call_impl is not None
+    assert model.latent._compiled_call_impl is None  # the entropy side stays eager
+    # The weights save under their plain names and load into an uncompiled model.
+    loaded, _, meta = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert meta["compile"] is True and meta["steps"] == 2
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+
+
 def test_amp_auto_is_bf16_exactly_where_it_runs_natively(monkeypatch):
     from gm_core import train as train_mod
     cpu = torch.device("cpu")
