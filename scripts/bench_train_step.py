@@ -9,10 +9,11 @@ Each mode (float32; bfloat16 autocast of g_a and g_s, the trainer's ``--amp bf16
 runs a training step with the trainer's own ``train_step`` (forward, rate-distortion and
 auxiliary loss, backward, clipping, both Adam updates) on the same training crops, partition
 and rate points. The compiled mode trains its own copy of the same initial weights; its compile
-time is paid once per run and left out of the step times (printed as ``compile_s``). Modes
-alternate round by round, so a neighbour's load falls on all alike; the median step time per
-mode and its ratios to float32 and to bf16 are printed as JSON. Speed only: whether a mode
-trains as well per step is for ``train-bench`` to say.
+time is paid once per run and left out of the step times (``compile_s``: its first two
+steps, which trace and build the kernels). Modes alternate round by round, so a neighbour's
+load falls on all alike; the median step time per mode and its ratios to float32 and to bf16
+are printed as JSON. Speed only: whether a mode trains as well per step is for ``train-bench``
+to say.
 """
 from __future__ import annotations
 

@@ -230,6 +230,21 @@ def test_bench_train_step_reports_both_modes(tmp_path, tiny_data):
     r = json.loads(out.read_text())
     assert set(r["median_step_s"]) == {"fp32", "bf16"} and r["speedup_vs_fp32"]["fp32"] == 1.0
     assert all(np.isfinite(v) and v > 0 for v in r["mean_loss"].values())
+    assert r["compile_s"] is None
+
+
+@pytest.mark.skipif(not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile on the CPU needs a C++ compiler (the trainer's refusal is tested above)")
+def test_bench_train_step_times_the_compiled_mode_against_bf16(tmp_path, tiny_data):
+    out = tmp_path / "step.json"
+    _run(["scripts/bench_train_step.py", "--data", str(tiny_data), "--batch", "1", "--crop", "64",
+          "--rounds", "1", "--steps", "1", "--modes", "bf16,bf16-compile", "--out", str(out)], ROOT)
+    r = json.loads(out.read_text())
+    assert set(r["median_step_s"]) == {"bf16", "bf16-compile"} and r["speedup_vs_fp32"] is None
+    assert r["speedup_vs_bf16"]["bf16"] == 1.0 and r["speedup_vs_bf16"]["bf16-compile"] > 0
+    assert r["compile_s"] > 0
+    # Same initial weights and batches: the compiled copy trains the same model.
+    assert abs(r["mean_loss"]["bf16-compile"] - r["mean_loss"]["bf16"]) < 0.05 * r["mean_loss"]["bf16"]
 
 
 FT_ARGS = ["--val", "", "--batch", "1", "--crop", "64", "--quiet", "--amp", "off", "--threads", "1"]
