@@ -162,6 +162,11 @@ def resolve_amp(choice: str, device: torch.device) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16}[choice]
 
 
+def has_cpp_compiler() -> bool:
+    """Whether torch.compile can build CPU kernels here (inductor compiles them with C++)."""
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
 def compile_transforms(model: GroupedMixerModel, device: torch.device) -> None:
     """``--compile``: torch.compile g_a and g_s in place (their state_dict keys stay as they are).
 
@@ -171,7 +176,7 @@ def compile_transforms(model: GroupedMixerModel, device: torch.device) -> None:
     its shapes change with every partition drawn, and compiling it bought nothing measurable.
     """
     if device.type == "cpu":
-        if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        if not has_cpp_compiler():
             raise SystemExit("--compile needs a C++ compiler on the CPU (torch.compile builds its "
                              "kernels with one): install g++, or train without --compile")
         # Inductor's CPU build probes for CUDA and warns that there is none.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gm_core.train import lr_at, partition_menu
+from gm_core.train import has_cpp_compiler, lr_at, partition_menu
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,7 +182,6 @@ def test_train_records_amp_in_the_checkpoint(tmp_path, tiny_data, monkeypatch):
 
 
 def test_compile_trains_with_compiled_transforms_and_saves_plain_weights(tmp_path, tiny_data, monkeypatch):
-    import shutil
     import signal
 
     from gm_core import train as train_mod
@@ -191,7 +190,7 @@ def test_compile_trains_with_compiled_transforms_and_saves_plain_weights(tmp_pat
     args = train_mod.build_parser().parse_args(
         ["--out", str(tmp_path / "run"), "--data", str(tiny_data), "--val", "", "--steps", "2",
          "--batch", "1", "--crop", "64", "--amp", "bf16", "--compile", "--threads", "1", "--log-every", "1", "--quiet"])
-    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+    if not train_mod.has_cpp_compiler():
         with pytest.raises(SystemExit, match="C\\+\\+ compiler"):
             train_mod.train(args)
         return
@@ -233,7 +232,7 @@ def test_bench_train_step_reports_both_modes(tmp_path, tiny_data):
     assert r["compile_s"] is None
 
 
-@pytest.mark.skipif(not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+@pytest.mark.skipif(not has_cpp_compiler(),
                     reason="torch.compile on the CPU needs a C++ compiler (the trainer's refusal is tested above)")
 def test_bench_train_step_times_the_compiled_mode_against_bf16(tmp_path, tiny_data):
     out = tmp_path / "step.json"
