@@ -29,16 +29,23 @@ def run_train_bench(args) -> dict:
     from .codec import Codec
     from .evaluate import evaluate
     out_dir = Path(args.out or (Path("runs") / f"bench_{args.recipe}"))
-    if (out_dir / "last.pt").exists() and not args.resume:
+    if args.evaluate_only:
+        if not (out_dir / "model.safetensors").is_file() or not (out_dir / "log.jsonl").is_file():
+            raise SystemExit(f"--evaluate-only needs the run's model.safetensors and log.jsonl in {out_dir}")
+    elif (out_dir / "last.pt").exists() and not args.resume:
         raise SystemExit(f"{out_dir} already holds a run; pick another --out or pass --resume")
     targs = train_mod.build_parser().parse_args(
         ["--out", str(out_dir), "--config", args.config, "--minutes", str(args.minutes),
          "--quiet", "--val", ""] + args.train_args)
     start = _start_point(targs.init) if targs.init else None  # read before anything is re-shipped
-    t0 = time.time()
-    train_mod.train(targs)
-    train_s = time.time() - t0
-    codec = Codec.load(out_dir / "model.safetensors")
+    if args.evaluate_only:  # trained elsewhere (a lent GPU): its own clock, from its checkpoint
+        codec = Codec.load(out_dir / "model.safetensors")
+        train_s = float(codec.meta.get("train_minutes", 0)) * 60
+    else:
+        t0 = time.time()
+        train_mod.train(targs)
+        train_s = time.time() - t0
+        codec = Codec.load(out_dir / "model.safetensors")
     meta = codec.meta
     if meta.get("interrupted"):  # a recipe is only comparable at its full budget
         raise SystemExit(f"training was interrupted at step {meta.get('steps')} after "
@@ -70,8 +77,10 @@ def run_train_bench(args) -> dict:
         "train_seconds": round(train_s, 1),
         "steps": meta["steps"],
         "final_train_loss": steps[-1]["loss"] if steps else None,
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": ({"trained_on": args.trained_on, "evaluated_on": platform.platform()}
+                    if args.evaluate_only else
+                    {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}),
         "ran_beside": args.beside,
         "eval_images": len(images), "points": points, "meta": meta,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -118,6 +127,12 @@ def add_parser(sub) -> None:
     p.add_argument("--json", default=None, help="report path (default benchmarks/train/RECIPE.json)")
     p.add_argument("--beside", default="",
                    help="what else ran on the machine (steps per minute depend on it)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="measure the run folder's finished model instead of training one: a run "
+                        "trained elsewhere (a lent GPU) with the same recipe; pass its train options "
+                        "after -- so the report records them")
+    p.add_argument("--trained-on", default="",
+                   help="with --evaluate-only: the machine that trained it (its report's machine)")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
 
 

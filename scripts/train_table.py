@@ -27,6 +27,12 @@ def as_result(rep: dict) -> dict:
                         "psnr-rgb": [p["psnr"] for p in rep["points"]]}}
 
 
+def where(rep: dict) -> str:
+    """CPU threads, or the machine a run trained on elsewhere (train-bench --evaluate-only)."""
+    m = rep["machine"]
+    return str(m["cpu_threads"]) if "cpu_threads" in m else (m.get("trained_on") or "elsewhere").split(" (")[0]
+
+
 def reports() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(BENCH.glob("*.json"))]
 
@@ -34,7 +40,7 @@ def reports() -> list[dict]:
 def table(anchor: str) -> str:
     reps = [r for r in reports() if "start" not in r]  # from scratch; fine-tunes: fine_tune_table
     ref = next((r for r in reps if r["recipe"] == anchor), None)
-    rows = ["| recipe | train args | ran beside | budget (min) | steps | threads | mid-point bpp | PSNR (dB) | "
+    rows = ["| recipe | train args | ran beside | budget (min) | steps | threads or device | mid-point bpp | PSNR (dB) | "
             "gap to JPEG (dB), mid | mean gap to JPEG (dB) | BD-rate vs " + anchor + " | "
             "mid-point PSNR vs " + anchor + " at equal bpp (dB) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -48,7 +54,7 @@ def table(anchor: str) -> str:
               if other and len(ref["points"]) > 1 else None)
         rows.append(f"| {r['recipe']} | `{r['train_args']}` | {r.get('ran_beside') or 'unrecorded'} | "
                     f"{r['budget_minutes']:g} | {r['steps']} | "
-                    f"{r['machine']['cpu_threads']} | {mid['bpp']:.3f} | {mid['psnr']:.2f} | "
+                    f"{where(r)} | {mid['bpp']:.3f} | {mid['psnr']:.2f} | "
                     f"{mid['gap_to_jpeg_db']:+.2f} | {sum(gaps) / len(gaps):+.2f} | "
                     f"{'' if bd is None else f'{bd:+.1f}%'} | {'' if vs is None else f'{vs:+.2f}'} |")
     return "\n".join(rows)
@@ -68,7 +74,7 @@ def fine_tune_table() -> str:
             rows.append(f"| {name} | "
                         f"`{r['train_args']}` | {r.get('ran_beside') or 'unrecorded'} | "
                         f"{r['budget_minutes']:g} | {st['model_id']} ({st['steps']}) | {r['steps'] - st['steps']} | "
-                        f"{r['machine']['cpu_threads']} | {p['bpp']:.3f} | {p['psnr']:.2f} | "
+                        f"{where(r)} | {p['bpp']:.3f} | {p['psnr']:.2f} | "
                         f"{p['gap_to_jpeg_db']:+.2f} | {'' if gain is None else f'{gain:+.2f}'} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 

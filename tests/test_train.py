@@ -314,7 +314,7 @@ def test_train_bench_measures_a_fine_tune_against_its_start(tmp_path, tiny_data,
     shipped.write_text(json.dumps({"model_id": Codec.load(ck).model_id, "results": start_curve}))
     monkeypatch.setattr(train_bench, "SHIPPED_RESULTS", shipped)
     args = argparse.Namespace(recipe="tune", config="tiny", minutes=0.05, images=str(tiny_data), limit=1,
-                              out=str(tmp_path / "tune"), resume=False, beside="",
+                              out=str(tmp_path / "tune"), resume=False, beside="", evaluate_only=False, trained_on="",
                               train_args=base + ["--init", str(ck), "--lmbda", str(DEFAULT_LAMBDAS[3])])
     r = train_bench.run_train_bench(args)
     assert r["start"]["steps"] == 1 and r["start"]["model_id"] == Codec.load(ck).model_id
@@ -322,6 +322,40 @@ def test_train_bench_measures_a_fine_tune_against_its_start(tmp_path, tiny_data,
     p = r["points"][0]
     assert p["gain_over_start_db"] == pytest.approx(p["psnr"] - train_bench.psnr_at(p["bpp"], start_curve),
                                                     abs=2e-3)
+
+
+def test_train_bench_evaluates_a_run_trained_elsewhere_without_training(tmp_path, tiny_data, one_step_run,
+                                                                         monkeypatch):
+    """A recipe trained on a lent GPU comes back as a run folder; --evaluate-only measures it here
+    with the run's own step count and clock, and never trains."""
+    import argparse
+    import shutil
+
+    from gm_core import train as train_mod
+    from gm_core import train_bench
+    from gm_core.codec import Codec
+
+    def no_training(*a, **k):
+        raise AssertionError("--evaluate-only trained")
+
+    monkeypatch.setattr(train_mod, "train", no_training)
+    args = argparse.Namespace(recipe="gpu", config="tiny", minutes=1.5, images=str(tiny_data), limit=1,
+                              out=str(tmp_path / "missing"), resume=False, beside="", evaluate_only=True,
+                              trained_on="a lent GPU", train_args=["--amp", "bf16", "--device", "cuda"])
+    with pytest.raises(SystemExit, match="needs the run's model.safetensors and log.jsonl"):
+        train_bench.run_train_bench(args)
+    run = tmp_path / "gpu"
+    run.mkdir()
+    for f in ("model.safetensors", "log.jsonl"):
+        shutil.copyfile(one_step_run / f, run / f)
+    args.out = str(run)
+    r = train_bench.run_train_bench(args)
+    meta = Codec.load(run / "model.safetensors").meta
+    assert r["steps"] == meta["steps"] == 1
+    assert r["train_seconds"] == pytest.approx(meta["train_minutes"] * 60, abs=0.1)
+    assert r["machine"]["trained_on"] == "a lent GPU"
+    assert r["train_options"]["device"] == "cuda" and r["train_options"]["minutes"] == 1.5
+    assert len(r["points"]) == 6 and all(p["bpp"] > 0 for p in r["points"])
 
 
 def test_an_interrupted_train_bench_evaluates_nothing(tmp_path, tiny_data, monkeypatch):
@@ -344,7 +378,7 @@ def test_an_interrupted_train_bench_evaluates_nothing(tmp_path, tiny_data, monke
 
     monkeypatch.setattr(train_mod, "train_step", step_then_sigterm)
     args = argparse.Namespace(recipe="cut", config="tiny", minutes=5.0, images=str(tiny_data), limit=1,
-                              out=str(tmp_path / "cut"), resume=False, beside="",
+                              out=str(tmp_path / "cut"), resume=False, beside="", evaluate_only=False, trained_on="",
                               train_args=["--data", str(tiny_data), "--batch", "1", "--crop", "64",
                                           "--amp", "off", "--threads", "1"])
     with pytest.raises(SystemExit, match="interrupted at step 1 .* no report"):
