@@ -29,6 +29,8 @@ def run_train_bench(args) -> dict:
     from .codec import Codec
     from .evaluate import evaluate
     out_dir = Path(args.out or (Path("runs") / f"bench_{args.recipe}"))
+    if args.trained_on and not args.evaluate_only:
+        raise SystemExit("--trained-on describes a run measured with --evaluate-only; this one trains here")
     if args.evaluate_only:
         if not (out_dir / "model.safetensors").is_file() or not (out_dir / "log.jsonl").is_file():
             raise SystemExit(f"--evaluate-only needs the run's model.safetensors and log.jsonl in {out_dir}")

@@ -66,6 +66,16 @@ def test_train_table_compares_a_single_rate_recipe_at_equal_bpp(tt, tmp_path, mo
     assert [c.strip() for c in rows["anchor"].split("|")][-2] == ""  # one point is no curve
 
 
+def test_train_table_names_the_device_of_a_run_trained_elsewhere(tt, tmp_path, monkeypatch):
+    gpu = {"recipe": "gpu", "train_args": "--device cuda", "budget_minutes": 1.5, "steps": 2435,
+           "machine": {"trained_on": "one NVIDIA H200 (device tool, 16 CPU cores)", "evaluated_on": "Linux"},
+           "points": [{"bpp": 0.46, "psnr": 27.2, "gap_to_jpeg_db": -1.45}]}
+    (tmp_path / "g.json").write_text(json.dumps(gpu))
+    monkeypatch.setattr(tt, "BENCH", tmp_path)
+    cells = [c.strip() for c in tt.table("none").splitlines()[2].split("|")]
+    assert cells[1] == "gpu" and cells[6] == "one NVIDIA H200"
+
+
 def test_train_table_lists_fine_tunes_apart_with_their_gain_over_the_start(tt, tmp_path, monkeypatch):
     scratch = {"recipe": "scratch", "train_args": "", "budget_minutes": 60, "steps": 5000,
                "machine": {"cpu_threads": 1},

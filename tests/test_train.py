@@ -356,6 +356,9 @@ def test_train_bench_evaluates_a_run_trained_elsewhere_without_training(tmp_path
     assert r["machine"]["trained_on"] == "a lent GPU"
     assert r["train_options"]["device"] == "cuda" and r["train_options"]["minutes"] == 1.5
     assert len(r["points"]) == 6 and all(p["bpp"] > 0 for p in r["points"])
+    args.evaluate_only = False  # --trained-on names where a run was trained; here it would train
+    with pytest.raises(SystemExit, match="--trained-on describes a run measured with --evaluate-only"):
+        train_bench.run_train_bench(args)
 
 
 def test_an_interrupted_train_bench_evaluates_nothing(tmp_path, tiny_data, monkeypatch):
