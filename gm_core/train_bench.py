@@ -40,15 +40,13 @@ def run_train_bench(args) -> dict:
         ["--out", str(out_dir), "--config", args.config, "--minutes", str(args.minutes),
          "--quiet", "--val", ""] + args.train_args)
     start = _start_point(targs.init) if targs.init else None  # read before anything is re-shipped
-    if args.evaluate_only:  # trained elsewhere (a lent GPU): its own clock, from its checkpoint
-        codec = Codec.load(out_dir / "model.safetensors")
-        train_s = float(codec.meta.get("train_minutes", 0)) * 60
-    else:
-        t0 = time.time()
+    t0 = time.time()
+    if not args.evaluate_only:
         train_mod.train(targs)
-        train_s = time.time() - t0
-        codec = Codec.load(out_dir / "model.safetensors")
+    codec = Codec.load(out_dir / "model.safetensors")
     meta = codec.meta
+    # a run trained elsewhere (a lent GPU) brings its own clock, in its checkpoint
+    train_s = float(meta.get("train_minutes", 0)) * 60 if args.evaluate_only else time.time() - t0
     if meta.get("interrupted"):  # a recipe is only comparable at its full budget
         raise SystemExit(f"training was interrupted at step {meta.get('steps')} after "
                          f"{train_s / 60:.1f} of {args.minutes:g} minutes: nothing evaluated, no "
