@@ -59,13 +59,13 @@ def grow_mixer(model: GroupedMixerModel, extra: int) -> GroupedMixerModel:
     return big
 
 
-def crop_rates(model, y0: torch.Tensor, part: GroupPartition, q: float) -> torch.Tensor:
+def crop_rates(model, y0: torch.Tensor, part: GroupPartition, q: float, pixels: int) -> torch.Tensor:
     """Estimated bits per pixel of each crop (likelihoods of y_hat = round(y), and of z)."""
     gain, _, hgain, hinv = model.gains(torch.full((len(y0),), float(q)))
     y = y0 * gain
     psi, z_lik = model.hyper(y, hgain, hinv)
     _, y_lik = model.latent(y, psi, part, noise=False)
-    return bpp_of({"y": y_lik, "z": z_lik}, y0.shape[-2] * y0.shape[-1] * 256)
+    return bpp_of({"y": y_lik, "z": z_lik}, pixels)
 
 
 def finetune(args) -> dict:
@@ -99,7 +99,7 @@ def finetune(args) -> dict:
     @torch.no_grad()
     def validate() -> dict:
         model.eval()
-        res = {name: [round(torch.cat([crop_rates(model, y_val[i:i + 4], part, q)
+        res = {name: [round(torch.cat([crop_rates(model, y_val[i:i + 4], part, q, val.shape[-2] * val.shape[-1])
                                        for i in range(0, len(y_val), 4)]).mean().item(), 5)
                       for q in range(model.num_rates)] for name, part in parts.items()}
         model.train()
