@@ -67,12 +67,18 @@ def _select_rate_rows(opt_state: dict, model: GroupedMixerModel, rows: list[int]
     return {**opt_state, "state": state}
 
 
-def export_opt_state(run_dir: Path, out: Path) -> None:
-    """Compact optimizer state of a run (bf16 moments) to resume the campaign elsewhere."""
+def export_opt_state(run_dir: Path, out: Path, step: int | None = None) -> int:
+    """Compact optimizer state of a run (bf16 moments) to resume the campaign elsewhere.
+
+    With `step`, refuses (ValueError, nothing written) a last.pt from another step: moments that
+    do not belong to the shipped weights would be refused by the next --opt-state anyway."""
     st = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)
+    if step is not None and st["step"] != step:
+        raise ValueError(f"{Path(run_dir) / 'last.pt'} is from step {st['step']}, not {step}")
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"steps": st["step"], "opt": _cast_opt(st["opt"], torch.bfloat16),
                 "aux_opt": _cast_opt(st["aux_opt"], torch.bfloat16)}, out)
+    return st["step"]
 
 
 def rd_loss(out, x, lmbda, metric: str = "mse"):

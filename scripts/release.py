@@ -3,7 +3,7 @@
     .venv/bin/python scripts/release.py runs/tiny_vr/model.safetensors [--force] [--limit N]
 
 Writes assets/gmx_tiny.safetensors, assets/results/kodak_tiny.json (+ _g1 for the context gain),
-assets/results/kodak_bd.json and assets/MODEL_CARD.md.
+assets/results/kodak_bd.json, assets/MODEL_CARD.md and, from the run's last.pt, train_state/<name>_opt.pt.
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def main():
     dst = ROOT / "assets" / f"gmx_{args.name}.safetensors"
     if Path(args.checkpoint).resolve() != dst.resolve():
         shutil.copyfile(args.checkpoint, dst)
+    ship_opt_state(Path(args.checkpoint), codec.meta.get("steps"), args.name)
     shipped.write_text(json.dumps(res, indent=1))
     (RESULTS / f"kodak_{args.name}_g1.json").write_text(json.dumps(g1, indent=1))
     (RESULTS / "kodak_bd.json").write_text(json.dumps(table, indent=1))
@@ -81,6 +82,22 @@ def main():
     for k, v in table.items():
         print(f"BD-rate {k}: {'n/a' if v is None else f'{v:+.1f}%'}")
     return 0
+
+
+def ship_opt_state(checkpoint: Path, steps, name: str) -> None:
+    """Keep train_state/<name>_opt.pt in step with the shipped weights, so that the next stage's
+    --opt-state matches its --init; the run's last.pt beside the checkpoint holds the moments."""
+    from gm_core.train import export_opt_state
+    out = ROOT / "train_state" / f"{name}_opt.pt"
+    if not (checkpoint.parent / "last.pt").is_file():
+        print(f"no last.pt beside {checkpoint}: {out.name} left as it is")
+        return
+    try:
+        export_opt_state(checkpoint.parent, out, step=steps)
+    except ValueError as e:
+        print(f"{e}: {out.name} left as it is")
+        return
+    print(f"train_state/{out.name}: Adam state at step {steps}")
 
 
 def write_card(codec, res, g1, table, n_images):

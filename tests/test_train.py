@@ -261,8 +261,22 @@ def one_step_run(tmp_path_factory, tiny_data):
         ["--data", str(tiny_data), "--out", str(run), "--steps", "1"] + FT_ARGS))
     for s, h in handlers.items():  # the trainer installs its own; give pytest its own back
         signal.signal(s, h)
-    train_mod.export_opt_state(run, run / "opt.pt")
+    assert train_mod.export_opt_state(run, run / "opt.pt") == 1
     return run
+
+
+def test_export_opt_state_refuses_moments_of_another_step(one_step_run, tmp_path):
+    import torch
+
+    from gm_core import train as train_mod
+    with pytest.raises(ValueError, match="from step 1, not 2"):
+        train_mod.export_opt_state(one_step_run, tmp_path / "opt.pt", step=2)
+    assert not (tmp_path / "opt.pt").exists()
+    assert train_mod.export_opt_state(one_step_run, tmp_path / "opt.pt", step=1) == 1
+    st = torch.load(tmp_path / "opt.pt", weights_only=True)
+    assert st["steps"] == 1
+    moments = [v for s in st["opt"]["state"].values() for v in s.values() if torch.is_tensor(v) and v.ndim]
+    assert moments and all(v.dtype == torch.bfloat16 for v in moments)
 
 
 def test_fine_tune_one_rate_point_of_a_variable_rate_checkpoint(tmp_path, tiny_data, one_step_run, monkeypatch):
