@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from gm_core.codec import Codec  # noqa: E402
 from gm_core.data import list_images  # noqa: E402
 from gm_core.evaluate import bd_rate, classical_results, evaluate, load_reference  # noqa: E402
+from gm_core.train import export_opt_state  # noqa: E402
 
 RESULTS = ROOT / "assets" / "results"
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
@@ -87,10 +88,10 @@ def main():
 def ship_opt_state(checkpoint: Path, steps, name: str) -> None:
     """Keep train_state/<name>_opt.pt in step with the shipped weights, so that the next stage's
     --opt-state matches its --init; the run's last.pt beside the checkpoint holds the moments."""
-    from gm_core.train import export_opt_state
     out = ROOT / "train_state" / f"{name}_opt.pt"
-    if not (checkpoint.parent / "last.pt").is_file():
-        print(f"no last.pt beside {checkpoint}: {out.name} left as it is")
+    if steps is None or not (checkpoint.parent / "last.pt").is_file():
+        # without the checkpoint's step count the moments could not be matched to the weights
+        print(f"no last.pt or step count for {checkpoint}: {out.name} left as it is")
         return
     try:
         export_opt_state(checkpoint.parent, out, step=steps)
