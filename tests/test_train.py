@@ -230,6 +230,7 @@ def test_bench_train_step_reports_both_modes(tmp_path, tiny_data):
     assert set(r["median_step_s"]) == {"fp32", "bf16"} and r["speedup_vs_fp32"]["fp32"] == 1.0
     assert all(np.isfinite(v) and v > 0 for v in r["mean_loss"].values())
     assert r["compile_s"] is None
+    assert r["cpu_capability"] and isinstance(r["native_bf16"], bool)
 
 
 @pytest.mark.skipif(not has_cpp_compiler(),
